@@ -1,0 +1,73 @@
+// Composition: configuration → database → ledger → server. main.ts runs it as a process;
+// tests call build() with their own database and port 0.
+import http from 'node:http';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config.js';
+import { Ledger } from './ledger/ledger.js';
+import { authInterceptor } from './rpc/auth.js';
+import { errorInterceptor } from './rpc/errors.js';
+import { createMetrics } from './rpc/metrics.js';
+import { routes } from './rpc/routes.js';
+import { type RunningServer, startServer } from './server.js';
+import { type Database, openDatabase } from './storage/database.js';
+
+/** Longest deadline a client may set; longer ones are capped to this. */
+export const TIMEOUT_MS_MAX = 60_000;
+
+export interface App {
+  readonly config: Config;
+  readonly db: Database;
+  readonly ledger: Ledger;
+  readonly server: RunningServer;
+  readonly metricsServer?: http.Server;
+  readonly log: Logger;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  /** Use this database instead of opening the configured one; the app will not close it. */
+  readonly db?: Database;
+  /** Serve Prometheus metrics on config.metricsPort (default true). */
+  readonly metrics?: boolean;
+  readonly log?: Logger;
+}
+
+export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
+  const log = options.log ?? pino({ level: config.logLevel, base: { service: 'billing' } });
+  const ownsDb = !options.db;
+  const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
+  const ledger = new Ledger(db, config.catalogue);
+  const metrics = createMetrics();
+  const server = await startServer({
+    port: config.port,
+    host: config.host,
+    requestBytesMax: config.requestBytesMax,
+    timeoutMsMax: TIMEOUT_MS_MAX,
+    interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
+    routes: routes({ ledger, probe: () => db.ping() }),
+  });
+  let metricsServer: http.Server | undefined;
+  if (options.metrics ?? true) {
+    metricsServer = http.createServer((req, res) => {
+      if (req.url !== '/metrics') return void res.writeHead(404).end();
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    });
+    await new Promise<void>((resolve) => metricsServer!.listen(config.metricsPort, config.host, resolve));
+  }
+  return {
+    config,
+    db,
+    ledger,
+    server,
+    ...(metricsServer ? { metricsServer } : {}),
+    log,
+    close: async () => {
+      await server.close();
+      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+      if (ownsDb) await db.close();
+    },
+  };
+}

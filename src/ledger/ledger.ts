@@ -1,0 +1,314 @@
+// The ledger's operations: read balances and history, charge, grant and refund. Each
+// validates its input, then runs one unit of work (mutation.ts) against the database.
+import type { Catalogue } from '../domain/catalogue.js';
+import { BillingError, invalidField } from '../domain/errors.js';
+import { BALANCE_MILLICREDITS_MAX, minBigint } from '../domain/money.js';
+import { priceUsage, type Usage } from '../domain/pricing.js';
+import {
+  checkAmount,
+  checkIdempotencyKey,
+  checkMetadata,
+  checkName,
+  checkPageSize,
+  checkQuantity,
+  checkText,
+  checkTokens,
+  checkUserId,
+  REASON_LENGTH_MAX,
+  REFERENCE_LENGTH_MAX,
+} from '../domain/validation.js';
+import type { Database } from '../storage/database.js';
+import {
+  type AccountRow,
+  findChargeForRefund,
+  listTransactions,
+  readAccount,
+  type TransactionRow,
+  type TransactionType,
+  userAccount,
+} from '../storage/ledger-sql.js';
+import { mutate, requestHash } from './mutation.js';
+import { balanceView, type BalanceView, type ChargeResult, emptyAccount, type TransactionResult } from './views.js';
+
+export const SYSTEM_GRANTS = 'system:grants';
+export function revenueAccount(product: string): string {
+  return `system:revenue:${product}`;
+}
+
+export interface ChargeInput {
+  userId: string;
+  idempotencyKey: string;
+  product: string;
+  usage: Usage | undefined;
+  reservationId?: string;
+  allowPartial: boolean;
+  reference: string;
+  metadata: Record<string, string>;
+}
+
+export interface GrantInput {
+  userId: string;
+  idempotencyKey: string;
+  grant: { kind: 'sku'; sku: string } | { kind: 'amount'; amountMillicredits: bigint } | undefined;
+  reason: string;
+  reference: string;
+  metadata: Record<string, string>;
+}
+
+export interface RefundInput {
+  userId: string;
+  idempotencyKey: string;
+  transactionId: string;
+  /** 0 means all that remains. */
+  amountMillicredits: bigint;
+  reason: string;
+}
+
+export interface ListInput {
+  userId: string;
+  pageSize: number;
+  pageToken: string;
+  types: readonly TransactionType[];
+}
+
+const PAGE_TOKEN_PREFIX = 't1.';
+const TRANSACTION_ID_PATTERN = /^[1-9]\d{0,18}$/;
+
+function placeholderTransaction(fields: Omit<TransactionRow, 'id' | 'createdAtMs'>): TransactionRow {
+  return { ...fields, id: '', createdAtMs: 0 };
+}
+
+/** Validates a usage oneof; `undefined` means the caller set none. */
+export function checkUsage(usage: Usage | undefined, prefix = ''): Usage {
+  if (!usage) throw invalidField(`${prefix}usage`, 'one of amount_millicredits, token_usage or operation is required');
+  switch (usage.kind) {
+    case 'amount':
+      return { ...usage, amountMillicredits: checkAmount(usage.amountMillicredits, `${prefix}amount_millicredits`) };
+    case 'tokens':
+      if (usage.model.length === 0) throw invalidField(`${prefix}token_usage.model`, 'is required');
+      checkText(usage.model, `${prefix}token_usage.model`, 64, true);
+      return {
+        ...usage,
+        tokensIn: checkTokens(usage.tokensIn, `${prefix}token_usage.tokens_in`),
+        tokensOut: checkTokens(usage.tokensOut, `${prefix}token_usage.tokens_out`),
+      };
+    case 'operation':
+      checkName(usage.name, `${prefix}operation.name`);
+      return { ...usage, quantity: checkQuantity(usage.quantity, `${prefix}operation.quantity`) };
+  }
+}
+
+export class Ledger {
+  constructor(
+    private readonly db: Database,
+    readonly catalogue: Catalogue,
+  ) {}
+
+  /** An unknown user reads as 0 on the FREE plan; nothing is created. */
+  async getBalance(userId: string): Promise<BalanceView> {
+    checkUserId(userId);
+    const account = (await readAccount(this.db, userId)) ?? emptyAccount(userId);
+    return balanceView(this.catalogue, account);
+  }
+
+  async listTransactions(input: ListInput): Promise<{ transactions: TransactionRow[]; nextPageToken: string }> {
+    checkUserId(input.userId);
+    const pageSize = checkPageSize(input.pageSize);
+    const beforeId = decodePageToken(input.pageToken);
+    const rows = await listTransactions(this.db, input.userId, {
+      ...(beforeId ? { beforeId } : {}),
+      types: input.types,
+      limit: pageSize + 1,
+    });
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return { transactions: page, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.id) : '' };
+  }
+
+  async charge(input: ChargeInput): Promise<ChargeResult> {
+    const userId = checkUserId(input.userId);
+    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
+    const product = checkName(input.product, 'product');
+    const usage = checkUsage(input.usage);
+    const reference = checkText(input.reference, 'reference', REFERENCE_LENGTH_MAX, false);
+    const metadata = checkMetadata(input.metadata);
+    if (input.reservationId) {
+      throw new BillingError('NOT_IMPLEMENTED', 'reservation_id: holds are not implemented yet', { field: 'reservation_id' });
+    }
+    // Unknown models and operations are refused before any lock is taken.
+    if (usage.kind !== 'amount') priceUsage(this.catalogue, usage, { plan: 'PRO', entitlements: [], freeOperationsRemaining: 0n });
+    const hash = requestHash('Charge', [product, usage, input.allowPartial, reference, metadata]);
+    return mutate<ChargeResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (_s, account) => {
+      const priced = priceUsage(this.catalogue, usage, {
+        plan: account.plan,
+        entitlements: account.entitlements,
+        freeOperationsRemaining: this.catalogue.dailyFreePerDay - account.freeOperationsUsedToday,
+      });
+      const available = account.balanceMillicredits - account.reservedMillicredits;
+      const cost = priced.chargeMillicredits;
+      if (cost > available && !input.allowPartial) {
+        throw new BillingError(
+          'INSUFFICIENT_BALANCE',
+          `insufficient balance: the charge needs ${cost} milli-credits, ${available} available`,
+          { requiredMillicredits: cost, availableMillicredits: available },
+        );
+      }
+      const charged = minBigint(cost, available);
+      const after: AccountRow = { ...account, balanceMillicredits: account.balanceMillicredits - charged };
+      const transaction = placeholderTransaction({
+        userId,
+        type: 'CHARGE',
+        amountMillicredits: -charged,
+        balanceAfterMillicredits: after.balanceMillicredits,
+        product,
+        operation: priced.operation,
+        reference,
+        reason: '',
+        idempotencyKey,
+        metadata,
+        ...(priced.waivedReason ? { waivedReason: priced.waivedReason } : {}),
+      });
+      const result: ChargeResult = {
+        transaction,
+        chargedMillicredits: charged,
+        shortfallMillicredits: cost - charged,
+        ...(priced.waivedReason ? { waivedReason: priced.waivedReason } : {}),
+        price: priced.price,
+        balance: balanceView(this.catalogue, after),
+      };
+      return {
+        result,
+        write: {
+          ...transaction,
+          reservedDeltaMillicredits: 0n,
+          postings: charged > 0n
+            ? [
+                { account: userAccount(userId), amountMillicredits: -charged },
+                { account: revenueAccount(product), amountMillicredits: charged },
+              ]
+            : [],
+        },
+      };
+    });
+  }
+
+  async grant(input: GrantInput): Promise<TransactionResult> {
+    const userId = checkUserId(input.userId);
+    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
+    const reference = checkText(input.reference, 'reference', REFERENCE_LENGTH_MAX, false);
+    const metadata = checkMetadata(input.metadata);
+    const { amount, sku } = this.resolveGrant(input);
+    const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, sku === '');
+    const hash = requestHash('Grant', [sku, amount, reason, reference, metadata]);
+    return mutate<TransactionResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (_s, account) =>
+      this.credit(account, 'GRANT', SYSTEM_GRANTS, amount, {
+        userId,
+        product: '',
+        operation: sku,
+        reference,
+        reason,
+        idempotencyKey,
+        metadata,
+      }),
+    );
+  }
+
+  private resolveGrant(input: GrantInput): { amount: bigint; sku: string } {
+    const grant = input.grant;
+    if (!grant) throw invalidField('grant', 'one of sku or amount_millicredits is required');
+    if (grant.kind === 'amount') return { amount: checkAmount(grant.amountMillicredits), sku: '' };
+    const amount = this.catalogue.skus.get(grant.sku);
+    if (amount === undefined) throw invalidField('sku', `unknown SKU "${grant.sku}"`, 'UNKNOWN_SKU');
+    return { amount, sku: grant.sku };
+  }
+
+  async refund(input: RefundInput): Promise<TransactionResult> {
+    const userId = checkUserId(input.userId);
+    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
+    if (!TRANSACTION_ID_PATTERN.test(input.transactionId)) {
+      throw invalidField('transaction_id', 'must be the id of a transaction');
+    }
+    const requested = input.amountMillicredits === 0n ? 0n : checkAmount(input.amountMillicredits);
+    const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, true);
+    const hash = requestHash('Refund', [input.transactionId, requested, reason]);
+    return mutate<TransactionResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+      const found = await findChargeForRefund(s, userId, input.transactionId);
+      if (!found) {
+        throw new BillingError('TRANSACTION_NOT_FOUND', `transaction ${input.transactionId} not found for this user`, {
+          field: 'transaction_id',
+          subject: input.transactionId,
+        });
+      }
+      if (found.charge.type !== 'CHARGE') {
+        throw new BillingError('NOT_A_CHARGE', `transaction ${input.transactionId} is a ${found.charge.type}, not a charge`, {
+          field: 'transaction_id',
+          subject: input.transactionId,
+        });
+      }
+      const remaining = -found.charge.amountMillicredits - found.refundedMillicredits;
+      const amount = requested === 0n ? remaining : requested;
+      if (amount > remaining || amount === 0n) {
+        throw new BillingError(
+          'REFUND_EXCEEDS_CHARGE',
+          `refund of ${amount} milli-credits exceeds the ${remaining} that remain of the charge`,
+          { field: 'amount_millicredits', requiredMillicredits: amount, availableMillicredits: remaining, subject: input.transactionId },
+        );
+      }
+      return this.credit(account, 'REFUND', revenueAccount(found.charge.product), amount, {
+        userId,
+        product: found.charge.product,
+        operation: found.charge.operation,
+        reference: found.charge.reference,
+        reason,
+        idempotencyKey,
+        metadata: {},
+        refundedTransactionId: found.charge.id,
+      });
+    });
+  }
+
+  /** A credit of the user from a system account, refused past the balance limit. */
+  private credit(
+    account: AccountRow,
+    type: TransactionType,
+    source: string,
+    amount: bigint,
+    fields: Omit<TransactionRow, 'id' | 'createdAtMs' | 'type' | 'amountMillicredits' | 'balanceAfterMillicredits'>,
+  ) {
+    const balanceAfter = account.balanceMillicredits + amount;
+    if (balanceAfter > BALANCE_MILLICREDITS_MAX) {
+      throw new BillingError('BALANCE_LIMIT_EXCEEDED', `the balance would exceed ${BALANCE_MILLICREDITS_MAX} milli-credits`, {
+        requiredMillicredits: amount,
+        availableMillicredits: BALANCE_MILLICREDITS_MAX - account.balanceMillicredits,
+      });
+    }
+    const transaction = placeholderTransaction({ ...fields, type, amountMillicredits: amount, balanceAfterMillicredits: balanceAfter });
+    const result: TransactionResult = {
+      transaction,
+      balance: balanceView(this.catalogue, { ...account, balanceMillicredits: balanceAfter }),
+    };
+    return Promise.resolve({
+      result,
+      write: {
+        ...transaction,
+        reservedDeltaMillicredits: 0n,
+        postings: [
+          { account: source, amountMillicredits: -amount },
+          { account: userAccount(account.userId), amountMillicredits: amount },
+        ],
+      },
+    });
+  }
+}
+
+function encodePageToken(id: string): string {
+  return Buffer.from(`${PAGE_TOKEN_PREFIX}${id}`).toString('base64url');
+}
+
+function decodePageToken(token: string): string | undefined {
+  if (token === '') return undefined;
+  const text = token.length <= 64 ? Buffer.from(token, 'base64url').toString() : '';
+  const id = text.startsWith(PAGE_TOKEN_PREFIX) ? text.slice(PAGE_TOKEN_PREFIX.length) : '';
+  if (!TRANSACTION_ID_PATTERN.test(id)) throw invalidField('page_token', 'is not a token this service issued');
+  return id;
+}

@@ -1,0 +1,48 @@
+// The service process: read configuration, open the database (migrating it), serve, and
+// shut down gracefully on SIGTERM or SIGINT.
+import pino from 'pino';
+import { build } from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const log = pino({ level: config.logLevel, base: { service: 'billing' } });
+  const app = await build(config, { log });
+  log.info(
+    {
+      port: app.server.port,
+      host: config.host,
+      metricsPort: config.metricsPort,
+      database: app.db.kind,
+      catalogue: config.catalogue.name,
+    },
+    'billing service listening',
+  );
+  if (config.tokens.size === 0) {
+    log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    app.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+  } else {
+    process.stderr.write(`failed to start: ${(error as Error).stack ?? String(error)}\n`);
+  }
+  process.exit(1);
+});

@@ -1,0 +1,85 @@
+// billing.v1.BillingService handlers: translate requests to ledger calls and results back.
+// Methods not listed here answer UNIMPLEMENTED ("billing.v1.BillingService.X is not
+// implemented") until their issue lands.
+import type { ServiceImpl } from '@connectrpc/connect';
+import type { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import type { Ledger } from '../ledger/ledger.js';
+import type { ChargeResult, TransactionResult } from '../ledger/views.js';
+import {
+  balanceToProto,
+  priceToProto,
+  transactionToProto,
+  typesFromProto,
+  usageFromProto,
+  waivedToProto,
+} from './convert.js';
+
+function transactionResult(r: TransactionResult) {
+  return { transaction: transactionToProto(r.transaction), balance: balanceToProto(r.balance) };
+}
+
+function chargeResult(r: ChargeResult) {
+  return {
+    ...transactionResult(r),
+    chargedMillicredits: r.chargedMillicredits,
+    shortfallMillicredits: r.shortfallMillicredits,
+    waivedReason: waivedToProto(r.waivedReason),
+    price: priceToProto(r.price),
+  };
+}
+
+export function billingService(ledger: Ledger): Partial<ServiceImpl<typeof BillingService>> {
+  return {
+    async getBalance(req) {
+      return { balance: balanceToProto(await ledger.getBalance(req.userId)) };
+    },
+    async listTransactions(req) {
+      const page = await ledger.listTransactions({
+        userId: req.userId,
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+        types: typesFromProto(req.types),
+      });
+      return { transactions: page.transactions.map(transactionToProto), nextPageToken: page.nextPageToken };
+    },
+    async charge(req) {
+      const result = await ledger.charge({
+        userId: req.userId,
+        idempotencyKey: req.idempotencyKey,
+        product: req.product,
+        usage: usageFromProto(req.usage),
+        ...(req.reservationId ? { reservationId: req.reservationId } : {}),
+        allowPartial: req.allowPartial,
+        reference: req.reference,
+        metadata: req.metadata,
+      });
+      return chargeResult(result);
+    },
+    async grant(req) {
+      const grant = req.grant.case === 'sku'
+        ? { kind: 'sku' as const, sku: req.grant.value }
+        : req.grant.case === 'amountMillicredits'
+          ? { kind: 'amount' as const, amountMillicredits: req.grant.value }
+          : undefined;
+      const result = await ledger.grant({
+        userId: req.userId,
+        idempotencyKey: req.idempotencyKey,
+        grant,
+        reason: req.reason,
+        reference: req.reference,
+        metadata: req.metadata,
+      });
+      return transactionResult(result);
+    },
+    async refund(req) {
+      const result = await ledger.refund({
+        userId: req.userId,
+        idempotencyKey: req.idempotencyKey,
+        transactionId: req.transactionId,
+        amountMillicredits: req.amountMillicredits,
+        reason: req.reason,
+      });
+      return transactionResult(result);
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// Translation between generated messages and ledger views. Generated types stop here.
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import {
+  type BalanceSchema,
+  type OperationUsage,
+  Plan as ProtoPlan,
+  type PriceSchema,
+  type TokenUsage,
+  TransactionSchema,
+  TransactionType as ProtoTransactionType,
+  WaivedReason as ProtoWaived,
+} from '../../gen/billing/v1/types_pb.js';
+import type { Plan } from '../domain/catalogue.js';
+import { invalidField } from '../domain/errors.js';
+import type { PriceBreakdown, Usage, WaivedReason } from '../domain/pricing.js';
+import type { TransactionType } from '../storage/ledger-sql.js';
+import type { BalanceView, TransactionView } from '../ledger/views.js';
+
+const PLAN_TO_PROTO: Readonly<Record<Plan, ProtoPlan>> = {
+  FREE: ProtoPlan.FREE,
+  PRO: ProtoPlan.PRO,
+  ADMIN: ProtoPlan.ADMIN,
+};
+
+const TYPE_TO_PROTO: Readonly<Record<TransactionType, ProtoTransactionType>> = {
+  CHARGE: ProtoTransactionType.CHARGE,
+  REFUND: ProtoTransactionType.REFUND,
+  GRANT: ProtoTransactionType.GRANT,
+  PROMO: ProtoTransactionType.PROMO,
+  DAILY_TOP_UP: ProtoTransactionType.DAILY_TOP_UP,
+  DEPOSIT: ProtoTransactionType.DEPOSIT,
+};
+
+const WAIVED_TO_PROTO: Readonly<Record<WaivedReason, ProtoWaived>> = {
+  FINISH_TOOL_CALLS: ProtoWaived.FINISH_TOOL_CALLS,
+  FINISH_ERROR: ProtoWaived.FINISH_ERROR,
+  ADMIN_PLAN: ProtoWaived.ADMIN_PLAN,
+  ENTITLEMENT: ProtoWaived.ENTITLEMENT,
+  FREE_DAILY_OPERATION: ProtoWaived.FREE_DAILY_OPERATION,
+  ZERO_PRICE: ProtoWaived.ZERO_PRICE,
+};
+
+export function planFromProto(plan: ProtoPlan, field = 'plan'): Plan {
+  const found = (Object.entries(PLAN_TO_PROTO) as [Plan, ProtoPlan][]).find(([, p]) => p === plan);
+  if (!found) throw invalidField(field, 'must be PLAN_FREE, PLAN_PRO or PLAN_ADMIN');
+  return found[0];
+}
+
+export function typesFromProto(types: readonly ProtoTransactionType[], field = 'types'): TransactionType[] {
+  return types.map((t) => {
+    const found = (Object.entries(TYPE_TO_PROTO) as [TransactionType, ProtoTransactionType][]).find(([, p]) => p === t);
+    if (!found) throw invalidField(field, `unknown transaction type ${t}`);
+    return found[0];
+  });
+}
+
+export function waivedToProto(reason: WaivedReason | undefined): ProtoWaived {
+  return reason ? WAIVED_TO_PROTO[reason] : ProtoWaived.UNSPECIFIED;
+}
+
+export function balanceToProto(b: BalanceView): MessageInitShape<typeof BalanceSchema> {
+  return { ...b, plan: PLAN_TO_PROTO[b.plan] };
+}
+
+export function transactionToProto(t: TransactionView) {
+  return create(TransactionSchema, {
+    id: t.id,
+    userId: t.userId,
+    type: TYPE_TO_PROTO[t.type],
+    amountMillicredits: t.amountMillicredits,
+    balanceAfterMillicredits: t.balanceAfterMillicredits,
+    product: t.product,
+    operation: t.operation,
+    reference: t.reference,
+    reason: t.reason,
+    idempotencyKey: t.idempotencyKey,
+    metadata: t.metadata,
+    createdAt: timestampFromMs(t.createdAtMs),
+    waivedReason: waivedToProto(t.waivedReason as WaivedReason | undefined),
+    refundedTransactionId: t.refundedTransactionId ?? '',
+  });
+}
+
+export function priceToProto(p: PriceBreakdown): MessageInitShape<typeof PriceSchema> {
+  return { ...p };
+}
+
+type UsageOneof =
+  | { case: 'amountMillicredits'; value: bigint }
+  | { case: 'tokenUsage'; value: TokenUsage }
+  | { case: 'operation'; value: OperationUsage }
+  | { case: undefined; value?: undefined };
+
+export function usageFromProto(usage: UsageOneof): Usage | undefined {
+  switch (usage.case) {
+    case 'amountMillicredits':
+      return { kind: 'amount', amountMillicredits: usage.value };
+    case 'tokenUsage':
+      return {
+        kind: 'tokens',
+        model: usage.value.model,
+        tokensIn: usage.value.tokensIn,
+        tokensOut: usage.value.tokensOut,
+        finishReason: usage.value.finishReason,
+      };
+    case 'operation':
+      return { kind: 'operation', name: usage.value.name, quantity: usage.value.quantity };
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,86 @@
+// One port for gRPC (h2c), gRPC-Web and Connect over HTTP/2 and HTTP/1.1: a TCP listener
+// looks at the first bytes of each connection and hands it to the HTTP/2 server (the
+// client sent the h2 preface, "PRI * HTTP/2.0") or to the HTTP/1.1 server.
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+
+export interface ServerOptions {
+  readonly port: number;
+  readonly host: string;
+  /** Largest request message accepted, in bytes. */
+  readonly requestBytesMax: number;
+  /** Longest deadline a client may ask for, in milliseconds. */
+  readonly timeoutMsMax: number;
+  readonly interceptors: Interceptor[];
+  readonly routes: (router: ConnectRouter) => void;
+}
+
+export interface RunningServer {
+  readonly port: number;
+  /** Stops accepting, lets in-flight calls finish for up to graceMs, then closes. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const H2_PREFACE_START = Buffer.from('PRI');
+
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: options.routes,
+    interceptors: options.interceptors,
+    readMaxBytes: options.requestBytesMax,
+    maxTimeoutMs: options.timeoutMsMax,
+    shutdownSignal: shutdown.signal,
+  });
+  const h2 = http2.createServer({ maxSessionMemory: 32 }, handler);
+  const h1 = http.createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 60_000 }, handler);
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    routeConnection(socket, h1, h2);
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(options.port, options.host, () => resolve());
+  });
+  const address = tcp.address() as net.AddressInfo;
+  return {
+    port: address.port,
+    close: async (graceMs = 10_000) => {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      shutdown.abort();
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      const deadline = setTimeout(() => {
+        for (const socket of sockets) socket.destroy();
+      }, graceMs);
+      await closed;
+      clearTimeout(deadline);
+    },
+  };
+}
+
+/** Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1. */
+function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    if (head.length < H2_PREFACE_START.length) return;
+    socket.off('data', onData);
+    socket.pause();
+    socket.unshift(head);
+    const target = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START) ? h2 : h1;
+    target.emit('connection', socket);
+    socket.resume();
+  };
+  socket.on('data', onData);
+}
