@@ -1,9 +1,13 @@
 // One port for gRPC (h2c), gRPC-Web and Connect over HTTP/2 and HTTP/1.1: a TCP listener
 // looks at the first bytes of each connection and hands it to the HTTP/2 server (the
-// client sent the h2 preface, "PRI * HTTP/2.0") or to the HTTP/1.1 server.
+// client sent the h2 preface, "PRI * HTTP/2.0") or to the HTTP/1.1 server. Node has no way
+// to peek at a socket, and HTTP/2 reads the native handle directly (bytes put back with
+// unshift() would be lost), so HTTP/2 connections get a thin stream that replays the bytes
+// already read; HTTP/1.1 takes the socket itself with the bytes unshifted.
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 
@@ -77,10 +81,55 @@ function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Ser
     if (head.length < H2_PREFACE_START.length) return;
     socket.off('data', onData);
     socket.pause();
-    socket.unshift(head);
-    const target = head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START) ? h2 : h1;
-    target.emit('connection', socket);
-    socket.resume();
+    if (head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) {
+      h2.emit('connection', new ReplayingSocket(socket, head));
+    } else {
+      socket.unshift(head);
+      h1.emit('connection', socket);
+      socket.resume();
+    }
   };
   socket.on('data', onData);
+}
+
+/** A duplex over a socket whose first bytes were already read: it replays them first. */
+class ReplayingSocket extends Duplex {
+  constructor(
+    private readonly socket: net.Socket,
+    head: Buffer,
+  ) {
+    super();
+    this.push(head);
+    socket.on('data', (chunk: Buffer) => {
+      if (!this.push(chunk)) socket.pause();
+    });
+    socket.once('end', () => this.push(null));
+    socket.once('error', (error) => this.destroy(error));
+    socket.once('close', () => this.destroy());
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+
+  get remotePort(): number | undefined {
+    return this.socket.remotePort;
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.socket.write(chunk, encoding, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy(error ?? undefined);
+    callback(error);
+  }
 }
