@@ -47,7 +47,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });
-  const tcp = net.createServer((socket) => {
+  // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
+  const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     routeConnection(socket, h1, h2);

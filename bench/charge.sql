@@ -1,0 +1,49 @@
+-- pgbench script: what one Charge of the service does in PostgreSQL, and nothing else.
+-- Same round trips and SQL shape as src/ledger/mutation.ts → src/storage/ledger-sql.ts:
+-- BEGIN; lockAccount (SELECT … FOR UPDATE); appendTransaction (one CTE statement); COMMIT.
+-- Values are literals shaped like a 1-milli-credit charge of product "bench".
+--
+--   pgbench -n -f bench/charge.sql -c 16 -j 2 -T 10 -D user_min=1 -D user_max=1000 <db>   (spread)
+--   pgbench -n -f bench/charge.sql -c 16 -j 2 -T 10 -D user_min=0 -D user_max=0 <db>      (hot)
+--
+-- Users are "bench-user-<n>"; bench/run.ts seeds 1..1000 and the hot user 0 through Grant.
+\set u random(:user_min, :user_max)
+\set k random(1, 9000000000000000000)
+BEGIN;
+select a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements,
+  coalesce((select sum(r.amount_millicredits) from reservations r
+            where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()), 0)::text as expired,
+  coalesce((select f.used from daily_free_usage f
+            where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used,
+  (select k.request_hash from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k) as request_hash,
+  (select k.result from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k) as result
+from user_accounts a where a.user_id = 'bench-user-' || :u for update of a;
+with acct as (
+  update user_accounts
+     set balance_millicredits = balance_millicredits + (-1)::bigint,
+         reserved_millicredits = reserved_millicredits + 0::bigint,
+         updated_at = now()
+   where user_id = 'bench-user-' || :u
+   returning balance_millicredits
+), txn as (
+  insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, product, operation,
+                            reference, reason, idempotency_key, metadata, waived_reason, refunded_transaction_id)
+  select 'bench-user-' || :u, 'CHARGE', (-1)::bigint, acct.balance_millicredits, 'bench', '', '', '',
+         'pgbench-' || :client_id || '-' || :k, '{}'::jsonb, null, null::bigint from acct
+  returning id, balance_after_millicredits, created_at
+), post as (
+  insert into postings (transaction_id, account, amount_millicredits)
+  select txn.id, p.account, p.amount
+    from txn, unnest(array['user:bench-user-' || :u, 'system:revenue:bench']::text[], array[-1, 1]::bigint[]) as p (account, amount)
+), idem as (
+  insert into idempotency_keys (user_id, idempotency_key, request_hash, result)
+  select 'bench-user-' || :u, 'pgbench-' || :client_id || '-' || :k,
+         'PLACEHOLDER_HASH',
+         jsonb_set(jsonb_set('PLACEHOLDER_JSON'::jsonb, '{transaction,id}', to_jsonb(txn.id::text)),
+                   '{transaction,createdAtMs}', to_jsonb(floor(extract(epoch from txn.created_at) * 1000)::bigint))
+    from txn
+)
+select id::text as id, balance_after_millicredits::text as balance_after,
+       floor(extract(epoch from created_at) * 1000)::text as created_ms
+  from txn;
+COMMIT;

@@ -1,0 +1,110 @@
+// VerifyLedger: re-derives every invariant of SPEC §1 from the postings and reports the
+// accounts and transactions that break one. Read-only; set-based SQL, one pass per check.
+import type { Database } from '../storage/database.js';
+
+export interface LedgerViolation {
+  account: string;
+  transactionId: string;
+  invariant: string;
+  description: string;
+}
+
+export interface LedgerReport {
+  ok: boolean;
+  violations: LedgerViolation[];
+  accountsChecked: bigint;
+  transactionsChecked: bigint;
+}
+
+/** At most this many violations are reported; the check stops listing past it. */
+export const VIOLATIONS_MAX = 1000;
+
+interface Check {
+  invariant: string;
+  sql: string;
+  describe: (row: Record<string, unknown>) => Omit<LedgerViolation, 'invariant'>;
+}
+
+const CHECKS: readonly Check[] = [
+  {
+    invariant: 'balance_matches_postings',
+    sql: `select a.user_id, a.balance_millicredits::text as stored, coalesce(p.total, 0)::text as derived
+            from user_accounts a
+            left join (select account, sum(amount_millicredits) as total from postings
+                        where account like 'user:%' group by account) p on p.account = 'user:' || a.user_id
+           where a.balance_millicredits <> coalesce(p.total, 0)`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: '',
+      description: `stored balance ${String(r.stored)} but postings sum to ${String(r.derived)}`,
+    }),
+  },
+  {
+    invariant: 'postings_without_account',
+    sql: `select p.account, sum(p.amount_millicredits)::text as total from postings p
+           where p.account like 'user:%'
+             and not exists (select 1 from user_accounts a where 'user:' || a.user_id = p.account)
+           group by p.account`,
+    describe: (r) => ({ account: String(r.account), transactionId: '', description: `postings of ${String(r.total)} to no account` }),
+  },
+  {
+    invariant: 'transaction_sums_to_zero',
+    sql: `select transaction_id::text as id, sum(amount_millicredits)::text as total from postings
+           group by transaction_id having sum(amount_millicredits) <> 0`,
+    describe: (r) => ({ account: '', transactionId: String(r.id), description: `postings sum to ${String(r.total)}` }),
+  },
+  {
+    invariant: 'transaction_matches_user_posting',
+    sql: `select t.id::text as id, t.user_id, t.amount_millicredits::text as amount, coalesce(p.amount_millicredits, 0)::text as posted
+            from transactions t
+            left join postings p on p.transaction_id = t.id and p.account = 'user:' || t.user_id
+           where t.amount_millicredits <> coalesce(p.amount_millicredits, 0)`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: String(r.id),
+      description: `transaction amount ${String(r.amount)} but the user's posting is ${String(r.posted)}`,
+    }),
+  },
+  {
+    invariant: 'balance_nonnegative',
+    sql: `select user_id, balance_millicredits::text as balance, reserved_millicredits::text as reserved
+            from user_accounts
+           where balance_millicredits < 0 or reserved_millicredits < 0 or reserved_millicredits > balance_millicredits`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: '',
+      description: `balance ${String(r.balance)}, reserved ${String(r.reserved)}`,
+    }),
+  },
+  {
+    invariant: 'reserved_matches_holds',
+    sql: `select a.user_id, a.reserved_millicredits::text as stored, coalesce(h.total, 0)::text as derived
+            from user_accounts a
+            left join (select user_id, sum(amount_millicredits) as total from reservations
+                        where status = 'ACTIVE' group by user_id) h on h.user_id = a.user_id
+           where a.reserved_millicredits <> coalesce(h.total, 0)`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: '',
+      description: `stored reserved ${String(r.stored)} but active holds sum to ${String(r.derived)}`,
+    }),
+  },
+];
+
+export async function verifyLedger(db: Database): Promise<LedgerReport> {
+  const violations: LedgerViolation[] = [];
+  for (const check of CHECKS) {
+    if (violations.length >= VIOLATIONS_MAX) break;
+    const rows = await db.query(`${check.sql} limit ${VIOLATIONS_MAX - violations.length}`);
+    for (const row of rows) violations.push({ invariant: check.invariant, ...check.describe(row) });
+  }
+  const counts = await db.query<{ accounts: string; transactions: string }>(
+    'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
+  );
+  return {
+    ok: violations.length === 0,
+    violations,
+    accountsChecked: BigInt(counts[0]?.accounts ?? '0'),
+    transactionsChecked: BigInt(counts[0]?.transactions ?? '0'),
+  };
+}
