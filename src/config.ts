@@ -92,6 +92,8 @@ const envSchema = z.object({
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
 });
 
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
 function issues(prefix: string, error: z.ZodError): string[] {
   return error.issues.map((issue) => `${prefix}${issue.path.join('.') || '(root)'}: ${issue.message}`);
 }
@@ -172,9 +174,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsedEnv = envSchema.safeParse(env);
   if (!parsedEnv.success) problems.push(...issues('env ', parsedEnv.error));
   const e = parsedEnv.success ? parsedEnv.data : envSchema.parse({});
-  const tokens = parseTokens(e.BILLING_TOKENS, problems);
-  const production = e.NODE_ENV === 'production';
+  // Read from the raw environment so that one bad variable does not hide these checks.
+  const tokens = parseTokens(env.BILLING_TOKENS, problems);
+  const production = env.NODE_ENV === 'production';
   if (production && tokens.size === 0) problems.push('BILLING_TOKENS: required when NODE_ENV=production');
+  const host = env.HOST ?? (tokens.size === 0 ? '127.0.0.1' : '0.0.0.0');
+  if (tokens.size === 0 && !LOOPBACK_HOSTS.has(host)) {
+    problems.push(`HOST: ${host} is not loopback; an open service (no BILLING_TOKENS) binds loopback only`);
+  }
   const configPath = resolve(e.BILLING_CONFIG);
   let catalogueResult: ReturnType<typeof parseCatalogue> | undefined;
   try {
@@ -187,7 +194,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     port: e.PORT,
     metricsPort: e.METRICS_PORT,
-    host: e.HOST ?? (tokens.size === 0 ? '127.0.0.1' : '0.0.0.0'),
+    host,
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
     dataDir: resolve(e.BILLING_DATA_DIR),
     configPath,

@@ -7,6 +7,9 @@ import { ConfigError, loadConfig } from './config.js';
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = pino({ level: config.logLevel, base: { service: 'billing' } });
+  if (config.tokens.size === 0) {
+    log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
+  }
   const app = await build(config, { log });
   log.info(
     {
@@ -18,9 +21,6 @@ async function main(): Promise<void> {
     },
     'billing service listening',
   );
-  if (config.tokens.size === 0) {
-    log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
-  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

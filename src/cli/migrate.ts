@@ -1,0 +1,16 @@
+// npm run migrate — applies pending migrations to the configured database and exits.
+import { loadConfig } from '../config.js';
+import { migrate, openDatabase } from '../storage/database.js';
+
+const config = loadConfig();
+const db = await openDatabase({
+  ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
+  dataDir: config.dataDir,
+  migrate: false,
+});
+try {
+  const applied = await migrate(db);
+  process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'nothing to apply\n');
+} finally {
+  await db.close();
+}

@@ -1,0 +1,135 @@
+// The service as a process, the way the quick start runs it: starts on the embedded
+// database with no setup, answers curl-style JSON, enforces tokens, stops on SIGTERM.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+interface Started {
+  child: ChildProcess;
+  port: number;
+  output: () => string;
+  exit: Promise<number | null>;
+}
+
+/** Spawns `tsx src/main.ts` on this Node and waits for its "listening" log line. */
+function startService(env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', PORT: '0', METRICS_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start:\n${output}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /"port":(\d+).*"billing service listening"/.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, port: Number(match[1]), output: () => output, exit });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    void exit.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`service exited with ${code}:\n${output}`));
+    });
+  });
+}
+
+function dataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'billing-data-'));
+  dirs.push(dir);
+  return dir;
+}
+
+afterAll(() => {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+async function postJson(port: number, path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+describe('the service process', () => {
+  it('starts on the embedded database with no setup, answers JSON, and stops on SIGTERM', async () => {
+    const dir = dataDir();
+    const s = await startService({ BILLING_DATA_DIR: dir });
+    expect(s.output()).toContain('running OPEN for local development');
+    const res = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' });
+    expect(res.status).toBe(200);
+    expect(res.json).toMatchObject({ balance: { userId: 'u1', plan: 'PLAN_FREE' } });
+    const granted = await postJson(s.port, '/billing.v1.BillingService/Grant', {
+      userId: 'u1',
+      idempotencyKey: 'welcome',
+      amountMillicredits: '5000',
+      reason: 'welcome credits',
+    });
+    expect(granted.json).toMatchObject({ balance: { balanceMillicredits: '5000' } });
+    s.child.kill('SIGTERM');
+    expect(await s.exit).toBe(0);
+    // The data survives a restart.
+    const again = await startService({ BILLING_DATA_DIR: dir });
+    const after = await postJson(again.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' });
+    expect(after.json).toMatchObject({ balance: { balanceMillicredits: '5000' } });
+    again.child.kill('SIGTERM');
+    expect(await again.exit).toBe(0);
+  });
+
+  it('enforces bearer tokens and scopes; health stays open', async () => {
+    const spendToken = 'spend-token-0123456789';
+    const s = await startService({
+      BILLING_DATA_DIR: dataDir(),
+      HOST: '127.0.0.1',
+      BILLING_TOKENS: `${spendToken}=spend,admin-token-0123456789=admin`,
+    });
+    const anonymous = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' });
+    expect(anonymous.json.code).toBe('unauthenticated');
+    const unknown = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' }, { authorization: 'Bearer nope-nope-nope-nope' });
+    expect(unknown.json.code).toBe('unauthenticated');
+    const auth = { authorization: `Bearer ${spendToken}` };
+    const ok = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' }, auth);
+    expect(ok.status).toBe(200);
+    const wrongScope = await postJson(
+      s.port,
+      '/billing.v1.BillingService/Grant',
+      { userId: 'u1', idempotencyKey: 'k', amountMillicredits: '1', reason: 'r' },
+      auth,
+    );
+    expect(wrongScope.json.code).toBe('permission_denied');
+    const health = await postJson(s.port, '/grpc.health.v1.Health/Check', {});
+    expect(health.json).toEqual({ status: 'SERVING' });
+    s.child.kill('SIGTERM');
+    expect(await s.exit).toBe(0);
+  });
+
+  it('refuses to start in production without tokens, listing every configuration error', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', PORT: 'not-a-port', BILLING_DATA_DIR: dataDir() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr).toContain('BILLING_TOKENS');
+    expect(stderr).toContain('PORT');
+  });
+});
