@@ -2,7 +2,7 @@
 // validates its input, then runs one unit of work (mutation.ts) against the database.
 import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError, invalidField } from '../domain/errors.js';
-import { BALANCE_MILLICREDITS_MAX, minBigint } from '../domain/money.js';
+import { minBigint } from '../domain/money.js';
 import { priceUsage, type Usage } from '../domain/pricing.js';
 import {
   checkAmount,
@@ -27,6 +27,7 @@ import {
   type TransactionType,
   userAccount,
 } from '../storage/ledger-sql.js';
+import { creditDecision, placeholderTransaction } from './credit.js';
 import { mutate, requestHash } from './mutation.js';
 import { balanceView, type BalanceView, type ChargeResult, emptyAccount, type TransactionResult } from './views.js';
 
@@ -73,10 +74,6 @@ export interface ListInput {
 
 const PAGE_TOKEN_PREFIX = 't1.';
 const TRANSACTION_ID_PATTERN = /^[1-9]\d{0,18}$/;
-
-function placeholderTransaction(fields: Omit<TransactionRow, 'id' | 'createdAtMs'>): TransactionRow {
-  return { ...fields, id: '', createdAtMs: 0 };
-}
 
 /** Validates a usage oneof; `undefined` means the caller set none. */
 export function checkUsage(usage: Usage | undefined, prefix = ''): Usage {
@@ -201,7 +198,7 @@ export class Ledger {
     const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, sku === '');
     const hash = requestHash('Grant', [sku, amount, reason, reference, metadata]);
     return mutate<TransactionResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (_s, account) =>
-      this.credit(account, 'GRANT', SYSTEM_GRANTS, amount, {
+      creditDecision(this.catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, {
         userId,
         product: '',
         operation: sku,
@@ -254,7 +251,7 @@ export class Ledger {
           { field: 'amount_millicredits', requiredMillicredits: amount, availableMillicredits: remaining, subject: input.transactionId },
         );
       }
-      return this.credit(account, 'REFUND', revenueAccount(found.charge.product), amount, {
+      return creditDecision(this.catalogue, account, 'REFUND', revenueAccount(found.charge.product), amount, {
         userId,
         product: found.charge.product,
         operation: found.charge.operation,
@@ -264,39 +261,6 @@ export class Ledger {
         metadata: {},
         refundedTransactionId: found.charge.id,
       });
-    });
-  }
-
-  /** A credit of the user from a system account, refused past the balance limit. */
-  private credit(
-    account: AccountRow,
-    type: TransactionType,
-    source: string,
-    amount: bigint,
-    fields: Omit<TransactionRow, 'id' | 'createdAtMs' | 'type' | 'amountMillicredits' | 'balanceAfterMillicredits'>,
-  ) {
-    const balanceAfter = account.balanceMillicredits + amount;
-    if (balanceAfter > BALANCE_MILLICREDITS_MAX) {
-      throw new BillingError('BALANCE_LIMIT_EXCEEDED', `the balance would exceed ${BALANCE_MILLICREDITS_MAX} milli-credits`, {
-        requiredMillicredits: amount,
-        availableMillicredits: BALANCE_MILLICREDITS_MAX - account.balanceMillicredits,
-      });
-    }
-    const transaction = placeholderTransaction({ ...fields, type, amountMillicredits: amount, balanceAfterMillicredits: balanceAfter });
-    const result: TransactionResult = {
-      transaction,
-      balance: balanceView(this.catalogue, { ...account, balanceMillicredits: balanceAfter }),
-    };
-    return Promise.resolve({
-      result,
-      write: {
-        ...transaction,
-        reservedDeltaMillicredits: 0n,
-        postings: [
-          { account: source, amountMillicredits: -amount },
-          { account: userAccount(account.userId), amountMillicredits: amount },
-        ],
-      },
     });
   }
 }
