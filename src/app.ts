@@ -3,7 +3,9 @@
 import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
+import { Accounts } from './ledger/accounts.js';
 import { Ledger } from './ledger/ledger.js';
+import { Promos } from './ledger/promo.js';
 import { authInterceptor } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { createMetrics } from './rpc/metrics.js';
@@ -37,6 +39,8 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const ownsDb = !options.db;
   const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
   const ledger = new Ledger(db, config.catalogue);
+  const accounts = new Accounts(db, config.catalogue);
+  const promos = new Promos(db, config.catalogue);
   const metrics = createMetrics();
   const server = await startServer({
     port: config.port,
@@ -44,7 +48,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
-    routes: routes({ ledger, probe: () => db.ping() }),
+    routes: routes({ ledger, accounts, promos, db, probe: () => db.ping() }),
   });
   let metricsServer: http.Server | undefined;
   if (options.metrics ?? true) {

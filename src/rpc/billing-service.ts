@@ -4,6 +4,7 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { Promos } from '../ledger/promo.js';
 import type { ChargeResult, TransactionResult } from '../ledger/views.js';
 import {
   balanceToProto,
@@ -28,8 +29,12 @@ function chargeResult(r: ChargeResult) {
   };
 }
 
-export function billingService(ledger: Ledger): Partial<ServiceImpl<typeof BillingService>> {
+export function billingService(ledger: Ledger, promos: Promos): Partial<ServiceImpl<typeof BillingService>> {
   return {
+    async redeem(req) {
+      const result = await promos.redeem({ userId: req.userId, idempotencyKey: req.idempotencyKey, code: req.code });
+      return transactionResult(result);
+    },
     async getBalance(req) {
       return { balance: balanceToProto(await ledger.getBalance(req.userId)) };
     },

@@ -6,22 +6,29 @@ import { file_billing_v1_errors } from '../../gen/billing/v1/errors_pb.js';
 import { file_billing_v1_wallet_service, WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
 import { file_grpc_reflection_v1_reflection } from '../../gen/grpc/reflection/v1/reflection_pb.js';
 import { file_grpc_reflection_v1alpha_reflection } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js';
-import { file_health_v1_health, Health } from '../../gen/health/v1/health_pb.js';
+import { file_health_v1_health } from '../../gen/health/v1/health_pb.js';
+import type { Accounts } from '../ledger/accounts.js';
 import type { Ledger } from '../ledger/ledger.js';
+import type { Promos } from '../ledger/promo.js';
+import type { Database } from '../storage/database.js';
+import { adminService } from './admin-service.js';
 import { billingService } from './billing-service.js';
 import { registerHealth } from './health.js';
 import { registerReflection } from './reflection.js';
 
 export interface RouteDeps {
   readonly ledger: Ledger;
+  readonly accounts: Accounts;
+  readonly promos: Promos;
+  readonly db: Database;
   /** True while the database answers. */
   readonly probe: () => Promise<boolean>;
 }
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(BillingService, billingService(deps.ledger));
-    router.service(AdminService, {});
+    router.service(BillingService, billingService(deps.ledger, deps.promos));
+    router.service(AdminService, adminService(deps));
     router.service(WalletService, {});
     registerHealth(router, deps.probe, [BillingService.typeName, AdminService.typeName, WalletService.typeName]);
     registerReflection(router, [
@@ -33,6 +40,5 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
       file_grpc_reflection_v1_reflection,
       file_grpc_reflection_v1alpha_reflection,
     ]);
-    void Health;
   };
 }
