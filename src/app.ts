@@ -4,6 +4,8 @@ import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Accounts } from './ledger/accounts.js';
+import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
+import { Holds } from './ledger/holds.js';
 import { Ledger } from './ledger/ledger.js';
 import { Promos } from './ledger/promo.js';
 import { authInterceptor } from './rpc/auth.js';
@@ -20,6 +22,7 @@ export interface App {
   readonly config: Config;
   readonly db: Database;
   readonly ledger: Ledger;
+  readonly holds: Holds;
   readonly server: RunningServer;
   readonly metricsServer?: http.Server;
   readonly log: Logger;
@@ -31,6 +34,8 @@ export interface BuildOptions {
   readonly db?: Database;
   /** Serve Prometheus metrics on config.metricsPort (default true). */
   readonly metrics?: boolean;
+  /** Run the scheduled jobs (default true). */
+  readonly jobs?: boolean;
   readonly log?: Logger;
 }
 
@@ -39,6 +44,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const ownsDb = !options.db;
   const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
   const ledger = new Ledger(db, config.catalogue);
+  const holds = new Holds(db, config.catalogue);
   const accounts = new Accounts(db, config.catalogue);
   const promos = new Promos(db, config.catalogue);
   const metrics = createMetrics();
@@ -48,8 +54,9 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
-    routes: routes({ ledger, accounts, promos, db, probe: () => db.ping() }),
+    routes: routes({ ledger, holds, accounts, promos, db, probe: () => db.ping() }),
   });
+  const jobs = (options.jobs ?? true) ? [scheduleHoldSweeper(holds, config.holdSweepSchedule, log)] : [];
   let metricsServer: http.Server | undefined;
   if (options.metrics ?? true) {
     metricsServer = http.createServer((req, res) => {
@@ -65,10 +72,12 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     config,
     db,
     ledger,
+    holds,
     server,
     ...(metricsServer ? { metricsServer } : {}),
     log,
     close: async () => {
+      for (const job of jobs) job.stop();
       await server.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       if (ownsDb) await db.close();

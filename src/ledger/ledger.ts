@@ -3,16 +3,14 @@
 import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError, invalidField } from '../domain/errors.js';
 import { minBigint } from '../domain/money.js';
-import { priceUsage, type Usage } from '../domain/pricing.js';
+import { type PriceBreakdown, priceUsage, type PricingSubject, type Usage, type WaivedReason } from '../domain/pricing.js';
 import {
   checkAmount,
   checkIdempotencyKey,
   checkMetadata,
   checkName,
   checkPageSize,
-  checkQuantity,
   checkText,
-  checkTokens,
   checkUserId,
   REASON_LENGTH_MAX,
   REFERENCE_LENGTH_MAX,
@@ -27,9 +25,19 @@ import {
   type TransactionType,
   userAccount,
 } from '../storage/ledger-sql.js';
+import { addFreeUsage, settleReservation } from '../storage/holds-sql.js';
 import { creditDecision, placeholderTransaction } from './credit.js';
+import { checkReservationId, lockActiveHold } from './holds.js';
 import { mutate, requestHash } from './mutation.js';
-import { balanceView, type BalanceView, type ChargeResult, emptyAccount, type TransactionResult } from './views.js';
+import { checkUsage } from './usage.js';
+import {
+  balanceView,
+  type BalanceView,
+  type ChargeResult,
+  emptyAccount,
+  freeOperationsRemaining,
+  type TransactionResult,
+} from './views.js';
 
 export const SYSTEM_GRANTS = 'system:grants';
 export function revenueAccount(product: string): string {
@@ -45,6 +53,18 @@ export interface ChargeInput {
   allowPartial: boolean;
   reference: string;
   metadata: Record<string, string>;
+}
+
+export interface QuoteInput {
+  userId: string;
+  product: string;
+  usage: Usage | undefined;
+}
+
+export interface QuoteResult {
+  costMillicredits: bigint;
+  price: PriceBreakdown;
+  waivedReason?: WaivedReason;
 }
 
 export interface GrantInput {
@@ -75,26 +95,6 @@ export interface ListInput {
 const PAGE_TOKEN_PREFIX = 't1.';
 const TRANSACTION_ID_PATTERN = /^[1-9]\d{0,18}$/;
 
-/** Validates a usage oneof; `undefined` means the caller set none. */
-export function checkUsage(usage: Usage | undefined, prefix = ''): Usage {
-  if (!usage) throw invalidField(`${prefix}usage`, 'one of amount_millicredits, token_usage or operation is required');
-  switch (usage.kind) {
-    case 'amount':
-      return { ...usage, amountMillicredits: checkAmount(usage.amountMillicredits, `${prefix}amount_millicredits`) };
-    case 'tokens':
-      if (usage.model.length === 0) throw invalidField(`${prefix}token_usage.model`, 'is required');
-      checkText(usage.model, `${prefix}token_usage.model`, 64, true);
-      return {
-        ...usage,
-        tokensIn: checkTokens(usage.tokensIn, `${prefix}token_usage.tokens_in`),
-        tokensOut: checkTokens(usage.tokensOut, `${prefix}token_usage.tokens_out`),
-      };
-    case 'operation':
-      checkName(usage.name, `${prefix}operation.name`);
-      return { ...usage, quantity: checkQuantity(usage.quantity, `${prefix}operation.quantity`) };
-  }
-}
-
 export class Ledger {
   constructor(
     private readonly db: Database,
@@ -122,6 +122,22 @@ export class Ledger {
     return { transactions: page, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.id) : '' };
   }
 
+  /** Prices a usage for the user as things stand, without charging or locking. */
+  async quote(input: QuoteInput): Promise<QuoteResult> {
+    const userId = checkUserId(input.userId);
+    checkName(input.product, 'product');
+    const usage = checkUsage(input.usage?.kind === 'tokens' && input.usage.finishReason === ''
+      ? { ...input.usage, finishReason: 'stop' }
+      : input.usage);
+    const account = (await readAccount(this.db, userId)) ?? emptyAccount(userId);
+    const priced = priceUsage(this.catalogue, usage, this.subject(account));
+    return {
+      costMillicredits: priced.chargeMillicredits,
+      price: priced.price,
+      ...(priced.waivedReason ? { waivedReason: priced.waivedReason } : {}),
+    };
+  }
+
   async charge(input: ChargeInput): Promise<ChargeResult> {
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
@@ -129,19 +145,16 @@ export class Ledger {
     const usage = checkUsage(input.usage);
     const reference = checkText(input.reference, 'reference', REFERENCE_LENGTH_MAX, false);
     const metadata = checkMetadata(input.metadata);
-    if (input.reservationId) {
-      throw new BillingError('NOT_IMPLEMENTED', 'reservation_id: holds are not implemented yet', { field: 'reservation_id' });
-    }
+    const reservationId = input.reservationId ? checkReservationId(input.reservationId) : '';
     // Unknown models and operations are refused before any lock is taken.
     if (usage.kind !== 'amount') priceUsage(this.catalogue, usage, { plan: 'PRO', entitlements: [], freeOperationsRemaining: 0n });
-    const hash = requestHash('Charge', [product, usage, input.allowPartial, reference, metadata]);
-    return mutate<ChargeResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (_s, account) => {
-      const priced = priceUsage(this.catalogue, usage, {
-        plan: account.plan,
-        entitlements: account.entitlements,
-        freeOperationsRemaining: this.catalogue.dailyFreePerDay - account.freeOperationsUsedToday,
-      });
-      const available = account.balanceMillicredits - account.reservedMillicredits;
+    const hash = requestHash('Charge', [product, usage, reservationId, input.allowPartial, reference, metadata]);
+    return mutate<ChargeResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+      const hold = reservationId ? await lockActiveHold(s, userId, reservationId) : undefined;
+      const held = hold?.amountMillicredits ?? 0n;
+      const priced = priceUsage(this.catalogue, usage, this.subject(account));
+      // A captured hold is released first: its amount is available to this charge.
+      const available = account.balanceMillicredits - account.reservedMillicredits + held;
       const cost = priced.chargeMillicredits;
       if (cost > available && !input.allowPartial) {
         throw new BillingError(
@@ -151,7 +164,14 @@ export class Ledger {
         );
       }
       const charged = minBigint(cost, available);
-      const after: AccountRow = { ...account, balanceMillicredits: account.balanceMillicredits - charged };
+      if (hold) await settleReservation(s, hold, 'CAPTURED', true);
+      if (priced.freeOperationsUsed > 0n) await addFreeUsage(s, userId, priced.freeOperationsUsed);
+      const after: AccountRow = {
+        ...account,
+        balanceMillicredits: account.balanceMillicredits - charged,
+        reservedMillicredits: account.reservedMillicredits - held,
+        freeOperationsUsedToday: account.freeOperationsUsedToday + priced.freeOperationsUsed,
+      };
       const transaction = placeholderTransaction({
         userId,
         type: 'CHARGE',
@@ -177,7 +197,7 @@ export class Ledger {
         result,
         write: {
           ...transaction,
-          reservedDeltaMillicredits: 0n,
+          reservedDeltaMillicredits: -held,
           postings: charged > 0n
             ? [
                 { account: userAccount(userId), amountMillicredits: -charged },
@@ -187,6 +207,14 @@ export class Ledger {
         },
       };
     });
+  }
+
+  private subject(account: AccountRow): PricingSubject {
+    return {
+      plan: account.plan,
+      entitlements: account.entitlements,
+      freeOperationsRemaining: freeOperationsRemaining(this.catalogue, account),
+    };
   }
 
   async grant(input: GrantInput): Promise<TransactionResult> {

@@ -1,14 +1,14 @@
 // billing.v1.BillingService handlers: translate requests to ledger calls and results back.
-// Methods not listed here answer UNIMPLEMENTED ("billing.v1.BillingService.X is not
-// implemented") until their issue lands.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import type { HoldResult, Holds } from '../ledger/holds.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Promos } from '../ledger/promo.js';
 import type { ChargeResult, TransactionResult } from '../ledger/views.js';
 import {
   balanceToProto,
   priceToProto,
+  reservationToProto,
   transactionToProto,
   typesFromProto,
   usageFromProto,
@@ -17,6 +17,10 @@ import {
 
 function transactionResult(r: TransactionResult) {
   return { transaction: transactionToProto(r.transaction), balance: balanceToProto(r.balance) };
+}
+
+function holdResult(r: HoldResult) {
+  return { reservation: reservationToProto(r.reservation), balance: balanceToProto(r.balance) };
 }
 
 function chargeResult(r: ChargeResult) {
@@ -29,8 +33,32 @@ function chargeResult(r: ChargeResult) {
   };
 }
 
-export function billingService(ledger: Ledger, promos: Promos): Partial<ServiceImpl<typeof BillingService>> {
+export interface BillingDeps {
+  readonly ledger: Ledger;
+  readonly holds: Holds;
+  readonly promos: Promos;
+}
+
+export function billingService({ ledger, holds, promos }: BillingDeps): ServiceImpl<typeof BillingService> {
   return {
+    async quote(req) {
+      const q = await ledger.quote({ userId: req.userId, product: req.product, usage: usageFromProto(req.usage) });
+      return { costMillicredits: q.costMillicredits, price: priceToProto(q.price), waivedReason: waivedToProto(q.waivedReason) };
+    },
+    async reserve(req) {
+      const result = await holds.reserve({
+        userId: req.userId,
+        idempotencyKey: req.idempotencyKey,
+        product: req.product,
+        usage: usageFromProto(req.amount),
+        ttlSeconds: req.ttlSeconds,
+      });
+      return holdResult(result);
+    },
+    async release(req) {
+      const result = await holds.release({ userId: req.userId, idempotencyKey: req.idempotencyKey, reservationId: req.reservationId });
+      return holdResult(result);
+    },
     async redeem(req) {
       const result = await promos.redeem({ userId: req.userId, idempotencyKey: req.idempotencyKey, code: req.code });
       return transactionResult(result);

@@ -5,6 +5,8 @@ import {
   type BalanceSchema,
   type OperationUsage,
   Plan as ProtoPlan,
+  ReservationSchema,
+  ReservationStatus as ProtoReservationStatus,
   type PriceSchema,
   type TokenUsage,
   TransactionSchema,
@@ -15,6 +17,7 @@ import type { Plan } from '../domain/catalogue.js';
 import { invalidField } from '../domain/errors.js';
 import type { PriceBreakdown, Usage, WaivedReason } from '../domain/pricing.js';
 import type { TransactionType } from '../storage/ledger-sql.js';
+import type { ReservationView } from '../ledger/holds.js';
 import type { BalanceView, TransactionView } from '../ledger/views.js';
 
 const PLAN_TO_PROTO: Readonly<Record<Plan, ProtoPlan>> = {
@@ -109,4 +112,23 @@ export function usageFromProto(usage: UsageOneof): Usage | undefined {
     default:
       return undefined;
   }
+}
+
+const STATUS_TO_PROTO: Readonly<Record<ReservationView['status'], ProtoReservationStatus>> = {
+  ACTIVE: ProtoReservationStatus.ACTIVE,
+  CAPTURED: ProtoReservationStatus.CAPTURED,
+  RELEASED: ProtoReservationStatus.RELEASED,
+  EXPIRED: ProtoReservationStatus.EXPIRED,
+};
+
+export function reservationToProto(r: ReservationView) {
+  return create(ReservationSchema, {
+    id: r.id,
+    userId: r.userId,
+    amountMillicredits: r.amountMillicredits,
+    status: STATUS_TO_PROTO[r.status],
+    expiresAt: timestampFromMs(r.expiresAtMs),
+    product: r.product,
+    createdAt: timestampFromMs(r.createdAtMs),
+  });
 }

@@ -8,6 +8,7 @@ import { file_grpc_reflection_v1_reflection } from '../../gen/grpc/reflection/v1
 import { file_grpc_reflection_v1alpha_reflection } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { file_health_v1_health } from '../../gen/health/v1/health_pb.js';
 import type { Accounts } from '../ledger/accounts.js';
+import type { Holds } from '../ledger/holds.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Promos } from '../ledger/promo.js';
 import type { Database } from '../storage/database.js';
@@ -18,6 +19,7 @@ import { registerReflection } from './reflection.js';
 
 export interface RouteDeps {
   readonly ledger: Ledger;
+  readonly holds: Holds;
   readonly accounts: Accounts;
   readonly promos: Promos;
   readonly db: Database;
@@ -27,7 +29,7 @@ export interface RouteDeps {
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(BillingService, billingService(deps.ledger, deps.promos));
+    router.service(BillingService, billingService(deps));
     router.service(AdminService, adminService(deps));
     router.service(WalletService, {});
     registerHealth(router, deps.probe, [BillingService.typeName, AdminService.typeName, WalletService.typeName]);

@@ -80,7 +80,7 @@ export const ReservationSchema = defineEntity({
   name: 'Reservation',
   tableName: 'reservations',
   checks: [
-    { name: 'reservations_amount_positive', expression: 'amount_millicredits > 0' },
+    { name: 'reservations_amount_nonnegative', expression: 'amount_millicredits >= 0' },
     { name: 'reservations_status_known', expression: "status in ('ACTIVE', 'CAPTURED', 'RELEASED', 'EXPIRED')" },
   ],
   properties: {

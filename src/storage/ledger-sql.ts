@@ -2,6 +2,7 @@
 // transaction. Rows are mapped to plain domain records here; nothing above sees SQL.
 import type { Plan } from '../domain/catalogue.js';
 import type { Row, SqlSession } from './database.js';
+import { expireUserHolds } from './holds-sql.js';
 
 export interface AccountRow {
   userId: string;
@@ -130,6 +131,12 @@ export async function lockAccount(
   const row = rows[0];
   if (!row) throw new Error(`account ${userId} vanished while being locked`);
   const account = mapAccount(row);
+  if (account.expiredReservedMillicredits > 0n) {
+    // Expired holds already stopped counting; free them now so that the stored reserved
+    // amount matches before this transaction changes the balance.
+    await expireUserHolds(s, userId);
+    account.expiredReservedMillicredits = 0n;
+  }
   return typeof row.request_hash === 'string'
     ? { account, replay: { requestHash: row.request_hash, result: row.result } }
     : { account };

@@ -81,7 +81,7 @@ export class Migration20261122000000_ledger extends Migration {
         expires_at timestamptz not null,
         created_at timestamptz not null default now(),
         settled_at timestamptz,
-        constraint reservations_amount_positive check (amount_millicredits > 0),
+        constraint reservations_amount_nonnegative check (amount_millicredits >= 0),
         constraint reservations_status_known check (status in ('ACTIVE', 'CAPTURED', 'RELEASED', 'EXPIRED'))
       )`);
     this.addSql(`create index reservations_user_id_index on reservations (user_id) where status = 'ACTIVE'`);
