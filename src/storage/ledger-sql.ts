@@ -29,30 +29,6 @@ export interface PostingSpec {
 
 export type TransactionType = 'CHARGE' | 'REFUND' | 'GRANT' | 'PROMO' | 'DAILY_TOP_UP' | 'DEPOSIT';
 
-/** Everything one ledger transaction writes, computed under the account lock. */
-export interface LedgerWrite {
-  userId: string;
-  type: TransactionType;
-  /** Signed change of the user's balance. */
-  amountMillicredits: bigint;
-  /** Signed change of the user's stored reserved amount (holds captured or released). */
-  reservedDeltaMillicredits: bigint;
-  /** What the balance must be afterwards; checked against what the UPDATE returns. */
-  balanceAfterMillicredits: bigint;
-  product: string;
-  operation: string;
-  reference: string;
-  reason: string;
-  idempotencyKey: string;
-  requestHash: string;
-  metadata: Record<string, string>;
-  waivedReason?: string;
-  refundedTransactionId?: string;
-  postings: PostingSpec[];
-  /** The result to replay for this key, minus the transaction's id and time. */
-  result: unknown;
-}
-
 export interface TransactionRow {
   id: string;
   userId: string;
@@ -68,6 +44,16 @@ export interface TransactionRow {
   waivedReason?: string;
   refundedTransactionId?: string;
   createdAtMs: number;
+}
+
+/** Everything one ledger transaction writes, computed under the account lock. */
+export interface LedgerWrite extends Omit<TransactionRow, 'id' | 'createdAtMs'> {
+  /** Signed change of the user's stored reserved amount (holds captured). */
+  reservedDeltaMillicredits: bigint;
+  requestHash: string;
+  postings: PostingSpec[];
+  /** The result to replay for this key, minus the transaction's id and time. */
+  result: unknown;
 }
 
 export const USER_ACCOUNT_PREFIX = 'user:';
