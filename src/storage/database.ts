@@ -42,6 +42,9 @@ export interface DatabaseOptions {
   readonly migrate?: boolean;
 }
 
+/** The longest a single statement may run on PostgreSQL. */
+export const STATEMENT_TIMEOUT_MS = 10_000;
+
 export const migrationsList = [{ name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger }];
 
 const ormOptions = {
@@ -73,7 +76,14 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 }
 
 async function openPostgres(url: string, poolSizeMax: number): Promise<Database> {
-  const orm = await PostgresORM.init({ ...ormOptions, clientUrl: url, pool: { min: 1, max: poolSizeMax } });
+  const orm = await PostgresORM.init({
+    ...ormOptions,
+    clientUrl: url,
+    pool: { min: 1, max: poolSizeMax },
+    // Bounds on every session: no statement runs past 10 s, no transaction idles past 30 s
+    // holding an account lock (e.g. a process paused mid-transaction).
+    driverOptions: { options: `-c statement_timeout=${STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=30000` },
+  });
   const pool = (await orm.em.getDriver().getConnection().getNativeClient()) as Pool;
   await refuseUnsafeDurability(pool);
   const withClient = async <T>(fn: (client: PoolClient) => Promise<T>): Promise<T> => {
