@@ -1,7 +1,8 @@
 -- pgbench script: what one Charge of the service does in PostgreSQL, and nothing else.
 -- Same round trips and SQL shape as src/ledger/mutation.ts → src/storage/ledger-sql.ts:
 -- BEGIN; lockAccount (SELECT … FOR UPDATE); appendTransaction (one CTE statement); COMMIT.
--- Values are literals shaped like a 1-milli-credit charge of product "bench".
+-- Values are literals shaped like a 1-milli-credit charge of product "bench" (the result
+-- JSON is the one the service stores for such a charge, with this call's user and key).
 --
 --   pgbench -n -f bench/charge.sql -c 16 -j 2 -T 10 -D user_min=1 -D user_max=1000 <db>   (spread)
 --   pgbench -n -f bench/charge.sql -c 16 -j 2 -T 10 -D user_min=0 -D user_max=0 <db>      (hot)
@@ -38,8 +39,8 @@ with acct as (
 ), idem as (
   insert into idempotency_keys (user_id, idempotency_key, request_hash, result)
   select 'bench-user-' || :u, 'pgbench-' || :client_id || '-' || :k,
-         'PLACEHOLDER_HASH',
-         jsonb_set(jsonb_set('PLACEHOLDER_JSON'::jsonb, '{transaction,id}', to_jsonb(txn.id::text)),
+         'fb54735d9d1198570a6356adf3909e9e8ad238d6ce5a08a60057ac1c2314f53f',
+         jsonb_set(jsonb_set(('{"transaction":{"userId":"bench-user-' || :u || '","type":"CHARGE","amountMillicredits":{"$bigint":"-1"},"balanceAfterMillicredits":{"$bigint":"999999999"},"product":"bench","operation":"","reference":"","reason":"","idempotencyKey":"pgbench-' || :client_id || '-' || :k || '","metadata":{},"id":"","createdAtMs":0},"chargedMillicredits":{"$bigint":"1"},"shortfallMillicredits":{"$bigint":"0"},"price":{"costMillicredits":{"$bigint":"1"},"unroundedCostMillicredits":"","quantity":{"$bigint":"0"},"effectiveTokens":{"$bigint":"0"},"tokensPerUnit":{"$bigint":"0"},"outputWeight":{"$bigint":"0"},"modelMultiplier":"","unitPriceMillicredits":{"$bigint":"0"},"minimumApplied":false},"balance":{"userId":"bench-user-' || :u || '","balanceMillicredits":{"$bigint":"999999999"},"reservedMillicredits":{"$bigint":"0"},"availableMillicredits":{"$bigint":"999999999"},"lowBalance":false,"canStart":true,"plan":"FREE","entitlements":[],"freeOperationsRemaining":{"$bigint":"0"}}}')::jsonb, '{transaction,id}', to_jsonb(txn.id::text)),
                    '{transaction,createdAtMs}', to_jsonb(floor(extract(epoch from txn.created_at) * 1000)::bigint))
     from txn
 )

@@ -18,6 +18,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +66,21 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------- children and cleanup
 
 const children = new Set<ChildProcess>();
+/** The run's database, dropped on every way out (unless BENCH_KEEP_DB=1). */
+let database: TestDatabase | undefined;
+
+async function dropDatabase(): Promise<void> {
+  if (!database) return;
+  const db = database;
+  database = undefined;
+  if (KEEP_DB) {
+    log(`kept database ${db.name} (BENCH_KEEP_DB=1)`);
+    return;
+  }
+  await Promise.race([db.drop(), sleep(10_000).then(() => Promise.reject(new Error('timed out')))]).catch((error: unknown) =>
+    log(`could not drop ${db.name}: ${(error as Error).message}`),
+  );
+}
 
 /** Runs a TypeScript file on this same Node binary with tsx's loader (no npx wrapper). */
 function spawnTs(file: string, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): ChildProcess {
@@ -156,6 +172,13 @@ function machineCpu(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+async function machineBusyPercent(ms: number): Promise<number> {
+  const a = machineCpu();
+  await sleep(ms);
+  const b = machineCpu();
+  return Math.round(((b.busy - a.busy) / (b.total - a.total)) * 1000) / 10;
+}
+
 function procExe(pid: number): string {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, 4).join(' ');
@@ -235,6 +258,37 @@ interface ScenarioReport extends ScenarioResult {
   /** Whole machine busy during the measured window, % of all cores. */
   machineCpuPercent: number;
   serverRssMiBEnd: number;
+  /** Mean time inside the server's handler (its metrics interceptor) during the window, ms. */
+  serverMeanMs: number;
+}
+
+/** The server's Prometheus text, as series → value ("" if it cannot be read). */
+async function scrapeMetrics(port: number): Promise<Map<string, number>> {
+  const series = new Map<string, number>();
+  try {
+    const response = await fetch(`http://${HOST}:${port}/metrics`, { signal: AbortSignal.timeout(2000) });
+    for (const line of (await response.text()).split('\n')) {
+      if (line.startsWith('#') || line === '') continue;
+      const space = line.lastIndexOf(' ');
+      series.set(line.slice(0, space), Number(line.slice(space + 1)));
+    }
+  } catch {
+    // metrics are a nice-to-have
+  }
+  return series;
+}
+
+const SCENARIO_PROCEDURE: Record<ScenarioName, string> = {
+  'charge-spread': 'billing.v1.BillingService/Charge',
+  'charge-hot': 'billing.v1.BillingService/Charge',
+  'get-balance-spread': 'billing.v1.BillingService/GetBalance',
+};
+
+function meanHandlerMs(before: Map<string, number>, after: Map<string, number>, procedure: string): number {
+  const key = (suffix: string) => `billing_rpc_duration_seconds_${suffix}{procedure="${procedure}"}`;
+  const sum = (after.get(key('sum')) ?? Number.NaN) - (before.get(key('sum')) ?? 0);
+  const count = (after.get(key('count')) ?? Number.NaN) - (before.get(key('count')) ?? 0);
+  return count > 0 ? Math.round((sum / count) * 1000 * 100) / 100 : Number.NaN;
 }
 
 async function runScenarios(server: Server, onRss: (kib: number) => void): Promise<ScenarioReport[]> {
@@ -256,15 +310,17 @@ async function runScenarios(server: Server, onRss: (kib: number) => void): Promi
     log(`load generator exceeded ${budgetMs} ms; killing it`);
     load.kill('SIGKILL');
   }, budgetMs);
-  const reports: ScenarioReport[] = [];
-  let marks: { serverCpu: number; machine: { busy: number; total: number }; at: number } | undefined;
+  const reports: Promise<ScenarioReport>[] = [];
+  let marks:
+    | { serverCpu: number; machine: { busy: number; total: number }; at: number; metrics: Promise<Map<string, number>> }
+    | undefined;
   const sampler = setInterval(() => {
     const status = procStatus(server.pid);
     if (status) onRss(Math.max(status.rssKiB, status.hwmKiB));
   }, 200);
   const lines = createInterface({ input: load.stdout! });
   lines.on('line', (line) => {
-    let event: { event: string; scenario?: string } & Partial<ScenarioResult>;
+    let event: { event: string; scenario?: string };
     try {
       event = JSON.parse(line);
     } catch {
@@ -272,22 +328,35 @@ async function runScenarios(server: Server, onRss: (kib: number) => void): Promi
       return;
     }
     if (event.event === 'measure-start') {
-      marks = { serverCpu: procCpuSeconds(server.pid), machine: machineCpu(), at: performance.now() };
+      marks = {
+        serverCpu: procCpuSeconds(server.pid),
+        machine: machineCpu(),
+        at: performance.now(),
+        metrics: scrapeMetrics(server.metricsPort),
+      };
       log(`${event.scenario}: measuring for ${SECONDS} s`);
     } else if (event.event === 'result') {
-      const result = event as ScenarioResult;
+      const result = event as unknown as ScenarioResult;
       const serverCpu = procCpuSeconds(server.pid);
       const machine = machineCpu();
       const elapsed = marks ? (performance.now() - marks.at) / 1000 : Number.NaN;
       const status = procStatus(server.pid);
-      reports.push({
+      const started = marks;
+      const report: ScenarioReport = {
         ...result,
         serverCpuPercent: marks ? Math.round(((serverCpu - marks.serverCpu) / elapsed) * 1000) / 10 : Number.NaN,
         machineCpuPercent: marks
           ? Math.round(((machine.busy - marks.machine.busy) / (machine.total - marks.machine.total)) * 1000) / 10
           : Number.NaN,
         serverRssMiBEnd: status ? Math.round(status.rssKiB / 102.4) / 10 : Number.NaN,
-      });
+        serverMeanMs: Number.NaN,
+      };
+      reports.push(
+        Promise.all([started?.metrics, scrapeMetrics(server.metricsPort)]).then(([before, after]) => ({
+          ...report,
+          serverMeanMs: before ? meanHandlerMs(before, after, SCENARIO_PROCEDURE[result.scenario]) : Number.NaN,
+        })),
+      );
       log(`${result.scenario}: ${result.callsPerSecond} calls/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms`);
       marks = undefined;
     }
@@ -297,7 +366,7 @@ async function runScenarios(server: Server, onRss: (kib: number) => void): Promi
   clearInterval(sampler);
   if (code !== 0) throw new Error(`the load generator failed (exit code ${code})`);
   if (reports.length !== SCENARIOS.length) throw new Error(`the load generator reported ${reports.length} of ${SCENARIOS.length} scenarios`);
-  return reports;
+  return Promise.all(reports);
 }
 
 // ---------------------------------------------------------------- pgbench
@@ -308,6 +377,8 @@ interface PgbenchResult {
   transactions: number;
   failed: number;
   latencyMsAvg: number;
+  /** Whole machine busy while pgbench ran, % of all cores. */
+  machineCpuPercent: number;
   command: string;
 }
 
@@ -335,7 +406,9 @@ async function pgbench(database: TestDatabase, name: string, userMin: number, us
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const killer = setTimeout(() => child.kill('SIGKILL'), (SECONDS + 30) * 1000);
+  const before = machineCpu();
   const code = await exited(child);
+  const after = machineCpu();
   clearTimeout(killer);
   const tps = Number(/^tps = ([\d.]+)/m.exec(stdout)?.[1] ?? Number.NaN);
   if (code !== 0 || !Number.isFinite(tps)) {
@@ -348,6 +421,7 @@ async function pgbench(database: TestDatabase, name: string, userMin: number, us
     transactions: number(/^number of transactions actually processed: (\d+)/m),
     failed: number(/^number of failed transactions: (\d+)/m) || 0,
     latencyMsAvg: number(/^latency average = ([\d.]+) ms/m),
+    machineCpuPercent: Math.round(((after.busy - before.busy) / (after.total - before.total)) * 1000) / 10,
     command,
   };
 }
@@ -355,7 +429,7 @@ async function pgbench(database: TestDatabase, name: string, userMin: number, us
 // ---------------------------------------------------------------- report
 
 function table(reports: ScenarioReport[]): string {
-  const header = ['scenario', 'calls/s', 'p50 ms', 'p99 ms', 'errors', 'calls', 'server CPU', 'machine CPU'];
+  const header = ['scenario', 'calls/s', 'p50 ms', 'p99 ms', 'errors', 'calls', 'in-handler ms', 'server CPU', 'machine CPU'];
   const rows = reports.map((r) => [
     r.scenario,
     r.callsPerSecond.toFixed(1),
@@ -363,6 +437,7 @@ function table(reports: ScenarioReport[]): string {
     r.p99Ms.toFixed(2),
     Object.keys(r.errors).length === 0 ? '0' : Object.entries(r.errors).map(([code, n]) => `${code}:${n}`).join(' '),
     String(r.calls),
+    Number.isFinite(r.serverMeanMs) ? r.serverMeanMs.toFixed(2) : '-',
     `${r.serverCpuPercent}%`,
     `${r.machineCpuPercent}%`,
   ]);
@@ -376,20 +451,26 @@ function table(reports: ScenarioReport[]): string {
 async function main(): Promise<void> {
   const startedAt = Date.now();
   log(`node ${process.version} (${process.execPath}); ${SECONDS} s per scenario after ${WARMUP_SECONDS} s warm-up, ${CONCURRENCY} in flight`);
-  const database = await createTestDatabase('billing_bench');
-  log(`database ${database.name}`);
+  if (!process.version.startsWith('v24.')) log(`WARNING: running on Node ${process.version}; run it with \`npm run bench\` (Node 24)`);
+  const background = await machineBusyPercent(1000);
+  log(`machine busy before the run: ${background}% of ${os.availableParallelism()} cores`);
+  if (background > 20) log('WARNING: something else is using the CPU; the numbers below will be lower and noisier');
+  const db = await createTestDatabase('billing_bench');
+  database = db;
+  log(`database ${db.name}`);
   let server: Server | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     log(`${signal}: stopping`);
     killAll('SIGKILL');
-    database.drop().finally(() => process.exit(130));
+    void dropDatabase().finally(() => process.exit(130));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    server = await startServer(database);
+    server = await startServer(db);
     log(`server pid ${server.pid} (${procExe(server.pid)}) on ${server.url}, ready after ${Date.now() - startedAt} ms`);
-    let peakKiB = procStatus(server.pid)?.hwmKiB ?? 0;
+    const startup = procStatus(server.pid);
+    let peakKiB = startup?.hwmKiB ?? 0;
     const onRss = (kib: number) => (peakKiB = Math.max(peakKiB, kib));
     const seedStart = Date.now();
     await seed(server.url);
@@ -397,6 +478,15 @@ async function main(): Promise<void> {
     const scenarios = await runScenarios(server, onRss);
     const finalStatus = procStatus(server.pid);
     if (finalStatus) onRss(Math.max(finalStatus.rssKiB, finalStatus.hwmKiB));
+    const finalMetrics = await scrapeMetrics(server.metricsPort);
+    const mib = (bytes: number | undefined) => (bytes === undefined ? null : Math.round(bytes / 104857.6) / 10);
+    const memory = {
+      rssAfterStartupMiB: startup ? Math.round(startup.rssKiB / 102.4) / 10 : null,
+      rssAtEndMiB: finalStatus ? Math.round(finalStatus.rssKiB / 102.4) / 10 : null,
+      heapTotalAtEndMiB: mib(finalMetrics.get('nodejs_heap_size_total_bytes')),
+      heapUsedAtEndMiB: mib(finalMetrics.get('nodejs_heap_size_used_bytes')),
+      externalAtEndMiB: mib(finalMetrics.get('nodejs_external_memory_bytes')),
+    };
     const hotBalance = await createClient(BillingService, createGrpcTransport({ baseUrl: server.url }))
       .getBalance({ userId: HOT_USER }, { timeoutMs: 5000 })
       .then((r) => r.balance?.balanceMillicredits)
@@ -405,8 +495,8 @@ async function main(): Promise<void> {
     log(`server stopped (exit ${server.child.exitCode ?? server.child.signalCode})`);
 
     // The database alone, with the server stopped so it does not compete for the CPU.
-    const pgSpread = await pgbench(database, 'spread', 1, USERS);
-    const pgHot = await pgbench(database, 'hot', 0, 0);
+    const pgSpread = await pgbench(db, 'spread', 1, USERS);
+    const pgHot = await pgbench(db, 'hot', 0, 0);
 
     const peakMiB = Math.round(peakKiB / 102.4) / 10;
     process.stdout.write(`\n${table(scenarios)}\n\n`);
@@ -416,22 +506,28 @@ async function main(): Promise<void> {
     const report = {
       at: new Date().toISOString(),
       node: process.version,
+      cores: os.availableParallelism(),
+      machineBusyBeforePercent: background,
       config: { seconds: SECONDS, warmupSeconds: WARMUP_SECONDS, concurrency: CONCURRENCY, users: USERS, pgbenchClients: PGBENCH_CLIENTS },
       scenarios: scenarios.map(({ event: _event, ...rest }) => rest),
       serverPeakRssMiB: peakMiB,
+      serverMemory: memory,
       hotUserBalanceAfterMillicredits: String(hotBalance),
       pgbench: { spread: pgSpread, hot: pgHot },
       totalSeconds: Math.round((Date.now() - startedAt) / 100) / 10,
     };
     mkdirSync(join(ROOT, '.bench'), { recursive: true });
     writeFileSync(join(ROOT, '.bench', 'last.json'), `${JSON.stringify(report, null, 2)}\n`);
+    log(
+      `server memory: RSS ${memory.rssAfterStartupMiB} MiB after startup, ${memory.rssAtEndMiB} MiB at the end ` +
+        `(V8 heap ${memory.heapUsedAtEndMiB} MiB used of ${memory.heapTotalAtEndMiB} MiB, external ${memory.externalAtEndMiB} MiB)`,
+    );
     log(`wrote .bench/last.json; total ${report.totalSeconds} s`);
   } finally {
     killAll('SIGTERM');
     if (server) await stopChild(server.child, 5_000);
     killAll('SIGKILL');
-    if (KEEP_DB) log(`kept database ${database.name} (BENCH_KEEP_DB=1)`);
-    else await database.drop().catch((error: unknown) => log(`could not drop ${database.name}: ${(error as Error).message}`));
+    await dropDatabase();
   }
 }
 
@@ -440,7 +536,7 @@ const overall = setTimeout(
   () => {
     log('overall time limit reached; killing children');
     killAll('SIGKILL');
-    process.exit(2);
+    void dropDatabase().finally(() => process.exit(2));
   },
   (SCENARIOS.length * (WARMUP_SECONDS + SECONDS) + 2 * (SECONDS + 30) + 180) * 1000,
 );
