@@ -125,6 +125,10 @@ class ReplayingSocket extends Duplex {
     this.socket.write(chunk, encoding, callback);
   }
 
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.socket.write(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.socket.end(callback);
   }
