@@ -1,0 +1,85 @@
+// The daily free top-up: every FREE account below the target (5 credits by default) is
+// raised to it, at most once per user per UTC day. Set-based, a batch of accounts per
+// statement; re-runs, overlapping runs and replicas are harmless (see top-up-sql.ts).
+import type { Catalogue } from '../domain/catalogue.js';
+import { invalidField } from '../domain/errors.js';
+import type { Database } from '../storage/database.js';
+import { topUpBatch } from '../storage/top-up-sql.js';
+
+export const SYSTEM_DAILY_TOP_UP = 'system:daily-top-up';
+export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
+/** How far back an operator may run a missed day; older dates are refused as typos. */
+export const TOP_UP_DAYS_BACK_MAX = 7;
+
+const DAY_MS = 86_400_000;
+const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
+
+export interface TopUpResult {
+  accountsToppedUp: bigint;
+  totalMillicredits: bigint;
+}
+
+export interface TopUpOptions {
+  /** Accounts per statement (default 10,000). */
+  readonly batchSize?: number;
+}
+
+/** The UTC calendar day of an instant, "YYYY-MM-DD". */
+export function utcDay(at: Date): string {
+  return at.toISOString().slice(0, 10);
+}
+
+/**
+ * The day to top up: "" means today (UTC). A date in the future is refused (it would use
+ * up that day's top-up early), and so is one more than a week back: a missed run is
+ * caught up soon after, while an old date is far more likely a typo that would pay
+ * every FREE user again.
+ */
+export function checkTopUpDate(date: string, now: Date = new Date(), field = 'date'): string {
+  if (date === '') return utcDay(now);
+  const parsed = DATE_PATTERN.test(date) ? new Date(`${date}T00:00:00Z`) : undefined;
+  if (!parsed || Number.isNaN(parsed.getTime()) || utcDay(parsed) !== date) {
+    throw invalidField(field, 'must be a calendar date "YYYY-MM-DD" (UTC), or empty for today');
+  }
+  const today = Date.parse(`${utcDay(now)}T00:00:00Z`);
+  if (parsed.getTime() > today) throw invalidField(field, 'must not be in the future (UTC)');
+  if (parsed.getTime() < today - TOP_UP_DAYS_BACK_MAX * DAY_MS) {
+    throw invalidField(field, `must be at most ${TOP_UP_DAYS_BACK_MAX} days ago`);
+  }
+  return date;
+}
+
+export class DailyTopUps {
+  private readonly batchSize: number;
+
+  constructor(
+    private readonly db: Database,
+    private readonly catalogue: Catalogue,
+    options: TopUpOptions = {},
+  ) {
+    this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
+    if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+  }
+
+  /** Tops up every eligible account for `date` ("" = today, UTC); reports what this run did. */
+  async run(date: string, now: Date = new Date()): Promise<TopUpResult> {
+    const day = checkTopUpDate(date, now);
+    const total: TopUpResult = { accountsToppedUp: 0n, totalMillicredits: 0n };
+    let after: string | undefined = '';
+    while (after !== undefined) {
+      const batch = await topUpBatch(this.db, {
+        day,
+        targetMillicredits: this.catalogue.dailyTopUpTargetMillicredits,
+        afterUserId: after,
+        batchSize: this.batchSize,
+        source: SYSTEM_DAILY_TOP_UP,
+        idempotencyKey: `daily-top-up:${day}`,
+        reason: 'daily free top-up',
+      });
+      total.accountsToppedUp += batch.accountsToppedUp;
+      total.totalMillicredits += batch.totalMillicredits;
+      after = batch.lastUserId;
+    }
+    return total;
+  }
+}

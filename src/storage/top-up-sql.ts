@@ -1,0 +1,100 @@
+// The daily free top-up's SQL: one set-based statement per batch of accounts. Each batch
+// is its own database transaction, so row locks are held for one statement only and a
+// run over a million accounts never holds them all.
+import type { SqlSession } from './database.js';
+
+export interface TopUpBatchInput {
+  /** The UTC day, "YYYY-MM-DD". */
+  day: string;
+  targetMillicredits: bigint;
+  /** Keyset cursor: only accounts with user_id greater than this ('' for the first batch). */
+  afterUserId: string;
+  batchSize: number;
+  /** The system account the credits come from. */
+  source: string;
+  /** Stored on each top-up transaction; the daily_top_ups primary key is the real guard. */
+  idempotencyKey: string;
+  reason: string;
+}
+
+export interface TopUpBatchResult {
+  accountsToppedUp: bigint;
+  totalMillicredits: bigint;
+  /** The last user_id this batch looked at; undefined when no account was left. */
+  lastUserId?: string;
+}
+
+/*
+ * How one batch stays correct beside charges, holds and other runs (replicas, re-runs):
+ *
+ * - `scan` picks the next window of candidates from the statement's snapshot, without
+ *   locking: it only bounds the batch and advances the cursor, even when every candidate
+ *   turns out to be taken by a concurrent run.
+ * - `locked` locks those rows FOR UPDATE in user_id order (the order every multi-row
+ *   locker uses, so runs cannot deadlock each other). A row changed by a committed
+ *   charge, grant or another run is re-read and re-checked against plan and target, so
+ *   `balance` is the value under our lock, which nothing can change until we commit.
+ * - `claimed` inserts (user_id, day) into daily_top_ups: the primary key makes a user's
+ *   second top-up of the day a no-op, whatever raced it. Only claimed users are credited.
+ *   Each claim draws its transaction id here, before the transaction row exists; the
+ *   foreign key is checked at the end of the statement, when it does.
+ * - `credited` raises the balance by a delta computed under the lock (never a blind
+ *   overwrite), and the transaction and its two postings go in with it.
+ */
+const TOP_UP_BATCH_SQL = `
+  with scan as (
+    select a.user_id from user_accounts a
+     where a.plan = 'FREE' and a.balance_millicredits < $2::bigint and a.user_id > $3
+       and not exists (select 1 from daily_top_ups d where d.user_id = a.user_id and d.day = $1::date)
+     order by a.user_id
+     limit $4
+  ), locked as (
+    select a.user_id, a.balance_millicredits as balance from user_accounts a
+     where a.user_id in (select user_id from scan)
+       and a.plan = 'FREE' and a.balance_millicredits < $2::bigint
+     order by a.user_id
+     for update of a
+  ), claimed as (
+    insert into daily_top_ups (user_id, day, transaction_id)
+    select l.user_id, $1::date, nextval(pg_get_serial_sequence('transactions', 'id')) from locked l order by l.user_id
+    on conflict (user_id, day) do nothing
+    returning user_id, transaction_id
+  ), credited as (
+    update user_accounts a
+       set balance_millicredits = a.balance_millicredits + ($2::bigint - l.balance), updated_at = now()
+      from claimed c join locked l on l.user_id = c.user_id
+     where a.user_id = c.user_id
+    returning a.user_id, c.transaction_id, $2::bigint - l.balance as amount, a.balance_millicredits as balance_after
+  ), txn as (
+    insert into transactions (id, user_id, type, amount_millicredits, balance_after_millicredits, reference, reason,
+                              idempotency_key)
+    select c.transaction_id, c.user_id, 'DAILY_TOP_UP', c.amount, c.balance_after, $1, $7, $6 from credited c
+  ), post as (
+    insert into postings (transaction_id, account, amount_millicredits)
+    select c.transaction_id, p.account, p.amount from credited c
+     cross join lateral (values ($5, -c.amount), ('user:' || c.user_id, c.amount)) as p (account, amount)
+  )
+  select (select count(*) from credited)::text as accounts,
+         (select coalesce(sum(amount), 0) from credited)::text as total,
+         (select max(user_id) from scan) as last_user_id`;
+
+/** Tops up one batch of FREE accounts below the target; one statement, one transaction. */
+export async function topUpBatch(s: Pick<SqlSession, 'query'>, input: TopUpBatchInput): Promise<TopUpBatchResult> {
+  const rows = await s.query(TOP_UP_BATCH_SQL, [
+    input.day,
+    input.targetMillicredits.toString(),
+    input.afterUserId,
+    input.batchSize,
+    input.source,
+    input.idempotencyKey,
+    input.reason,
+  ]);
+  const row = rows[0];
+  if (!row) throw new Error('top-up batch returned no summary row');
+  const result: TopUpBatchResult = {
+    accountsToppedUp: BigInt(String(row.accounts)),
+    totalMillicredits: BigInt(String(row.total)),
+  };
+  if (typeof row.last_user_id === 'string') result.lastUserId = row.last_user_id;
+  return result;
+}
