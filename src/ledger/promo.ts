@@ -1,14 +1,115 @@
 // Promo codes: create, read, list, disable, and redeem once per user within the code's
-// cap and expiry. (Being built for issue 4.)
+// cap and expiry. A redemption is one ledger transaction (mutation.ts) that also counts
+// the redemption on the code's row and records it in promo_redemptions.
 import type { Catalogue } from '../domain/catalogue.js';
-import { BillingError } from '../domain/errors.js';
-import type { Database } from '../storage/database.js';
+import { BillingError, invalidField } from '../domain/errors.js';
+import { checkAmount, checkIdempotencyKey, checkPageSize, checkUserId } from '../domain/validation.js';
+import { type Database, sqlState, type SqlSession } from '../storage/database.js';
+import type { TransactionRow } from '../storage/ledger-sql.js';
+import {
+  claimRedemption,
+  disablePromoCode,
+  findPromoCode,
+  hasRedeemed,
+  insertPromoCode,
+  insertRedemption,
+  listPromoCodes,
+  type PromoCodeRow,
+} from '../storage/promo-sql.js';
+import { creditDecision } from './credit.js';
+import { mutate, requestHash } from './mutation.js';
 import type { TransactionResult } from './views.js';
+
+export type { PromoCodeRow as PromoCodeView } from '../storage/promo-sql.js';
+
+export const SYSTEM_PROMO = 'system:promo';
+export const PROMO_MAX_REDEMPTIONS_MAX = 1_000_000_000n;
+/** The latest instant a google.protobuf.Timestamp can hold: 9999-12-31T23:59:59.999Z. */
+const TIMESTAMP_MS_MAX = 253_402_300_799_999;
+const CODE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const PAGE_TOKEN_PREFIX = 'c1.';
 
 export interface RedeemInput {
   userId: string;
   idempotencyKey: string;
   code: string;
+}
+
+export interface CreatePromoInput {
+  code: string;
+  amountMillicredits: bigint;
+  maxRedemptions: bigint;
+  /** Unset means never. */
+  expiresAtMs?: number;
+}
+
+export interface ListPromoInput {
+  pageSize: number;
+  pageToken: string;
+}
+
+/** A code as callers may write it: 1–64 chars of [A-Za-z0-9_-], normalised upper-case. */
+export function checkPromoCode(value: string, field = 'code'): string {
+  if (value.length === 0) throw invalidField(field, 'is required');
+  if (!CODE_PATTERN.test(value)) throw invalidField(field, 'must be 1-64 characters of A-Z a-z 0-9 _ -');
+  return value.toUpperCase();
+}
+
+function checkNewPromo(input: CreatePromoInput, nowMs: number): CreatePromoInput {
+  const code = checkPromoCode(input.code);
+  const amountMillicredits = checkAmount(input.amountMillicredits);
+  if (input.maxRedemptions < 0n || input.maxRedemptions > PROMO_MAX_REDEMPTIONS_MAX) {
+    throw invalidField('max_redemptions', `must be between 0 (unlimited) and ${PROMO_MAX_REDEMPTIONS_MAX}`);
+  }
+  const checked: CreatePromoInput = { code, amountMillicredits, maxRedemptions: input.maxRedemptions };
+  if (input.expiresAtMs === undefined) return checked;
+  if (!Number.isSafeInteger(input.expiresAtMs) || input.expiresAtMs > TIMESTAMP_MS_MAX) {
+    throw invalidField('expires_at', 'must be a valid timestamp');
+  }
+  if (input.expiresAtMs <= nowMs) throw invalidField('expires_at', 'must be in the future');
+  return { ...checked, expiresAtMs: input.expiresAtMs };
+}
+
+function notFound(code: string): BillingError {
+  return new BillingError('PROMO_CODE_NOT_FOUND', `promo code ${code} does not exist`, { field: 'code', subject: code });
+}
+
+/** Why a code that could not be claimed is not redeemable, read under the same clock. */
+async function refusal(s: SqlSession, code: string): Promise<BillingError> {
+  const found = await findPromoCode(s, code);
+  const facts = { field: 'code', subject: code };
+  if (!found) return notFound(code);
+  if (found.disabled) return new BillingError('PROMO_CODE_DISABLED', `promo code ${code} has been disabled`, facts);
+  if (found.expired) return new BillingError('PROMO_CODE_EXPIRED', `promo code ${code} has expired`, facts);
+  return new BillingError('PROMO_CODE_EXHAUSTED', `promo code ${code} has reached its ${found.maxRedemptions} redemptions`, facts);
+}
+
+function alreadyRedeemed(code: string): BillingError {
+  return new BillingError('PROMO_CODE_ALREADY_REDEEMED', `promo code ${code} was already redeemed by this user`, {
+    field: 'code',
+    subject: code,
+  });
+}
+
+/**
+ * `db` whose transactions run `after` on the same connection once their body has
+ * returned, before the commit. mutate() writes the ledger transaction as its last
+ * statement, and the promo_redemptions row must reference that transaction's id.
+ */
+function withAfterWrite<R>(db: Database, after: (s: SqlSession, result: R) => Promise<void>): Database {
+  return {
+    kind: db.kind,
+    orm: db.orm,
+    query: (sql, params) => db.query(sql, params),
+    ping: (timeoutMs) => db.ping(timeoutMs),
+    close: () => db.close(),
+    transaction: (fn) =>
+      db.transaction(async (s) => {
+        const result = await fn(s);
+        await after(s, result as unknown as R);
+        return result;
+      }),
+  };
 }
 
 export class Promos {
@@ -17,9 +118,106 @@ export class Promos {
     private readonly catalogue: Catalogue,
   ) {}
 
-  async redeem(_input: RedeemInput): Promise<TransactionResult> {
-    void this.db;
-    void this.catalogue;
-    throw new BillingError('NOT_IMPLEMENTED', 'Redeem is not implemented yet');
+  /**
+   * Creates a code. Creating an identical code again returns it (a retried call
+   * succeeds); a different code under the same name is PROMO_CODE_EXISTS.
+   */
+  async create(input: CreatePromoInput, nowMs: number = Date.now()): Promise<PromoCodeRow> {
+    const wanted = checkNewPromo(input, nowMs);
+    const created = await insertPromoCode(this.db, wanted);
+    if (created) return created;
+    const existing = await findPromoCode(this.db, wanted.code);
+    if (existing && sameTerms(existing, wanted)) return existing;
+    throw new BillingError('PROMO_CODE_EXISTS', `promo code ${wanted.code} already exists with other terms`, {
+      field: 'code',
+      subject: wanted.code,
+    });
   }
+
+  async get(code: string): Promise<PromoCodeRow> {
+    const normalised = checkPromoCode(code);
+    const found = await findPromoCode(this.db, normalised);
+    if (!found) throw notFound(normalised);
+    return found;
+  }
+
+  async list(input: ListPromoInput): Promise<{ promoCodes: PromoCodeRow[]; nextPageToken: string }> {
+    const pageSize = checkPageSize(input.pageSize);
+    const afterCode = decodePageToken(input.pageToken);
+    const rows = await listPromoCodes(this.db, { ...(afterCode ? { afterCode } : {}), limit: pageSize + 1 });
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return { promoCodes: page, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.code) : '' };
+  }
+
+  /** Disables a code; disabling it again changes nothing. Past redemptions stand. */
+  async disable(code: string): Promise<PromoCodeRow> {
+    const normalised = checkPromoCode(code);
+    const disabled = await disablePromoCode(this.db, normalised);
+    if (!disabled) throw notFound(normalised);
+    return disabled;
+  }
+
+  /**
+   * Redeems a code for a user. Under the user's account lock (so one user's attempts
+   * queue and the already-redeemed check is exact), the code's row is claimed with a
+   * conditional UPDATE (so the total cap is exact across users), then the PROMO
+   * transaction and the promo_redemptions row are written in the same transaction.
+   */
+  async redeem(input: RedeemInput): Promise<TransactionResult> {
+    const userId = checkUserId(input.userId);
+    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
+    const code = checkPromoCode(input.code);
+    let decided = false;
+    // Only a decided (not replayed) redemption records its row.
+    const db = withAfterWrite<{ transaction: TransactionRow }>(this.db, async (s, result) => {
+      if (decided) await insertRedemption(s, code, userId, result.transaction.id);
+    });
+    const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]) };
+    try {
+      return await mutate<TransactionResult>(db, key, async (s, account) => {
+        if (await hasRedeemed(s, code, userId)) throw alreadyRedeemed(code);
+        const amount = await claimRedemption(s, code);
+        if (amount === undefined) throw await refusal(s, code);
+        const decision = creditDecision(this.catalogue, account, 'PROMO', SYSTEM_PROMO, amount, {
+          userId,
+          product: '',
+          operation: code,
+          reference: '',
+          reason: 'promo code',
+          idempotencyKey,
+          metadata: {},
+        });
+        decided = true;
+        return decision;
+      });
+    } catch (error) {
+      // The account lock makes this unreachable; the primary key is the last line of defence.
+      if (sqlState(error).constraint === 'promo_redemptions_pkey') throw alreadyRedeemed(code);
+      throw error;
+    }
+  }
+}
+
+function sameTerms(existing: PromoCodeRow, wanted: CreatePromoInput): boolean {
+  return (
+    existing.amountMillicredits === wanted.amountMillicredits &&
+    existing.maxRedemptions === wanted.maxRedemptions &&
+    existing.expiresAtMs === wanted.expiresAtMs &&
+    !existing.disabled
+  );
+}
+
+function encodePageToken(code: string): string {
+  return Buffer.from(`${PAGE_TOKEN_PREFIX}${code}`).toString('base64url');
+}
+
+function decodePageToken(token: string): string | undefined {
+  if (token === '') return undefined;
+  const text = token.length <= 128 ? Buffer.from(token, 'base64url').toString() : '';
+  const code = text.startsWith(PAGE_TOKEN_PREFIX) ? text.slice(PAGE_TOKEN_PREFIX.length) : '';
+  if (!CODE_PATTERN.test(code) || code !== code.toUpperCase()) {
+    throw invalidField('page_token', 'is not a token this service issued');
+  }
+  return code;
 }

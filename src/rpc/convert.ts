@@ -1,6 +1,7 @@
 // Translation between generated messages and ledger views. Generated types stop here.
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { type Timestamp, timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { type PromoCodeSchema, type VerifyLedgerResponseSchema } from '../../gen/billing/v1/admin_service_pb.js';
 import {
   type BalanceSchema,
   type OperationUsage,
@@ -19,6 +20,8 @@ import type { PriceBreakdown, Usage, WaivedReason } from '../domain/pricing.js';
 import type { TransactionType } from '../storage/ledger-sql.js';
 import type { ReservationView } from '../ledger/holds.js';
 import type { BalanceView, TransactionView } from '../ledger/views.js';
+import type { PromoCodeView } from '../ledger/promo.js';
+import type { LedgerReport } from '../ledger/verify.js';
 
 const PLAN_TO_PROTO: Readonly<Record<Plan, ProtoPlan>> = {
   FREE: ProtoPlan.FREE,
@@ -131,4 +134,38 @@ export function reservationToProto(r: ReservationView) {
     product: r.product,
     createdAt: timestampFromMs(r.createdAtMs),
   });
+}
+
+/** Valid google.protobuf.Timestamp seconds: 0001-01-01 to 9999-12-31 (UTC). */
+const TIMESTAMP_SECONDS_MIN = -62_135_596_800n;
+const TIMESTAMP_SECONDS_MAX = 253_402_300_799n;
+
+/** An optional Timestamp as epoch milliseconds (sub-millisecond part dropped). */
+export function timestampMsFromProto(ts: Timestamp | undefined, field: string): number | undefined {
+  if (!ts) return undefined;
+  if (ts.seconds < TIMESTAMP_SECONDS_MIN || ts.seconds > TIMESTAMP_SECONDS_MAX || ts.nanos < 0 || ts.nanos > 999_999_999) {
+    throw invalidField(field, 'is not a valid timestamp');
+  }
+  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
+}
+
+export function promoCodeToProto(p: PromoCodeView): MessageInitShape<typeof PromoCodeSchema> {
+  return {
+    code: p.code,
+    amountMillicredits: p.amountMillicredits,
+    maxRedemptions: p.maxRedemptions,
+    redemptions: p.redemptions,
+    ...(p.expiresAtMs === undefined ? {} : { expiresAt: timestampFromMs(p.expiresAtMs) }),
+    disabled: p.disabled,
+    createdAt: timestampFromMs(p.createdAtMs),
+  };
+}
+
+export function ledgerReportToProto(r: LedgerReport): MessageInitShape<typeof VerifyLedgerResponseSchema> {
+  return {
+    ok: r.ok,
+    violations: r.violations.map((v) => ({ ...v })),
+    accountsChecked: r.accountsChecked,
+    transactionsChecked: r.transactionsChecked,
+  };
 }
