@@ -2,6 +2,7 @@
 // the data directory. MikroORM owns the connection, the schema and the migrations; the
 // money path runs short SQL statements through `Database.transaction`, on a pooled
 // connection (PostgreSQL) or PGlite's exclusive transaction (its one connection).
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -94,8 +95,12 @@ async function openPostgres(url: string, poolSizeMax: number): Promise<Database>
       client.release();
     }
   };
-  const query = async <R extends Row>(client: PoolClient | Pool, sql: string, params?: readonly unknown[]) =>
-    (await client.query(sql, params as unknown[] | undefined)).rows as R[];
+  const names = new PreparedNames();
+  const query = async <R extends Row>(client: PoolClient | Pool, sql: string, params?: readonly unknown[]) => {
+    const name = names.of(sql);
+    const values = params as unknown[] | undefined;
+    return (await client.query(name ? { name, text: sql, values } : { text: sql, values })).rows as R[];
+  };
   return {
     kind: 'postgresql',
     orm,
@@ -115,6 +120,25 @@ async function openPostgres(url: string, poolSizeMax: number): Promise<Database>
     ping: (timeoutMs = 2000) => withTimeout(pool.query('select 1').then(() => true), timeoutMs),
     close: () => orm.close(true),
   };
+}
+
+/**
+ * Names for server-side prepared statements: each connection parses and plans a named
+ * statement once instead of on every call. The service's SQL is a fixed set of texts;
+ * past PREPARED_NAMES_MAX distinct texts (ad-hoc queries) statements run unnamed.
+ */
+class PreparedNames {
+  static readonly PREPARED_NAMES_MAX = 256;
+  private readonly names = new Map<string, string>();
+
+  of(sql: string): string | undefined {
+    let name = this.names.get(sql);
+    if (name === undefined && this.names.size < PreparedNames.PREPARED_NAMES_MAX && !/^\s*(begin|commit|rollback)\b/i.test(sql)) {
+      name = `billing_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+      this.names.set(sql, name);
+    }
+    return name;
+  }
 }
 
 /** On a PostgreSQL server a commit must be durable: refuse fsync or synchronous_commit off. */
