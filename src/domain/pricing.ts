@@ -100,7 +100,9 @@ export function priceTokens(catalogue: Catalogue, model: string, tokensIn: bigin
     tokensPerUnit: catalogue.tokensPerUnit,
     outputWeight: catalogue.outputWeight,
     unroundedCostMillicredits: formatRatio(numerator * 1000n, denominator, 6),
-    minimumApplied: tenths < RUN_MINIMUM_TENTHS,
+    // The minimum applies whenever the exact cost is under 0.5 credits, even if rounding
+    // up alone would also have reached 0.5.
+    minimumApplied: 10n * numerator < RUN_MINIMUM_TENTHS * denominator,
   };
 }
 
