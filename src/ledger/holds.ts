@@ -14,9 +14,9 @@ import {
   settleReservation,
   sweepExpiredHolds,
 } from '../storage/holds-sql.js';
-import { checkUsage } from './usage.js';
+import { asEstimate, checkUsage } from './usage.js';
 import { mutateHolds, requestHash } from './mutation.js';
-import { balanceView, type BalanceView, freeOperationsRemaining } from './views.js';
+import { balanceView, type BalanceView, pricingSubject } from './views.js';
 
 export type { ReservationRow as ReservationView } from '../storage/holds-sql.js';
 
@@ -49,11 +49,6 @@ export function checkReservationId(value: string, field = 'reservation_id'): str
   return value;
 }
 
-/** Usage estimates may leave finish_reason empty: an estimate is of a charged run. */
-function estimate(usage: Usage | undefined): Usage | undefined {
-  return usage?.kind === 'tokens' && usage.finishReason === '' ? { ...usage, finishReason: 'stop' } : usage;
-}
-
 /** Locks a hold of the user for capture; refuses one that is not ACTIVE, with its reason. */
 export async function lockActiveHold(s: SqlSession, userId: string, reservationId: string): Promise<ReservationRow> {
   const hold = await lockReservation(s, userId, reservationId);
@@ -81,15 +76,11 @@ export class Holds {
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
     const product = checkName(input.product, 'product');
-    const usage = checkUsage(estimate(input.usage), '');
+    const usage = checkUsage(asEstimate(input.usage));
     const ttlSeconds = this.checkTtl(input.ttlSeconds);
     const hash = requestHash('Reserve', [product, usage, ttlSeconds]);
     return mutateHolds(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
-      const priced = priceUsage(this.catalogue, usage, {
-        plan: account.plan,
-        entitlements: account.entitlements,
-        freeOperationsRemaining: freeOperationsRemaining(this.catalogue, account),
-      });
+      const priced = priceUsage(this.catalogue, usage, pricingSubject(this.catalogue, account));
       const amount = priced.chargeMillicredits;
       const available = account.balanceMillicredits - account.reservedMillicredits;
       if (amount > available) {

@@ -3,7 +3,7 @@
 import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError, invalidField } from '../domain/errors.js';
 import { minBigint } from '../domain/money.js';
-import { type PriceBreakdown, priceUsage, type PricingSubject, type Usage, type WaivedReason } from '../domain/pricing.js';
+import { type PriceBreakdown, priceUsage, type Usage, type WaivedReason } from '../domain/pricing.js';
 import {
   checkAmount,
   checkIdempotencyKey,
@@ -29,13 +29,13 @@ import { addFreeUsage, settleReservation } from '../storage/holds-sql.js';
 import { creditDecision, placeholderTransaction } from './credit.js';
 import { checkReservationId, lockActiveHold } from './holds.js';
 import { mutate, requestHash } from './mutation.js';
-import { checkUsage } from './usage.js';
+import { asEstimate, checkUsage } from './usage.js';
 import {
   balanceView,
   type BalanceView,
   type ChargeResult,
   emptyAccount,
-  freeOperationsRemaining,
+  pricingSubject,
   type TransactionResult,
 } from './views.js';
 
@@ -126,11 +126,9 @@ export class Ledger {
   async quote(input: QuoteInput): Promise<QuoteResult> {
     const userId = checkUserId(input.userId);
     checkName(input.product, 'product');
-    const usage = checkUsage(input.usage?.kind === 'tokens' && input.usage.finishReason === ''
-      ? { ...input.usage, finishReason: 'stop' }
-      : input.usage);
+    const usage = checkUsage(asEstimate(input.usage));
     const account = (await readAccount(this.db, userId)) ?? emptyAccount(userId);
-    const priced = priceUsage(this.catalogue, usage, this.subject(account));
+    const priced = priceUsage(this.catalogue, usage, pricingSubject(this.catalogue, account));
     return {
       costMillicredits: priced.chargeMillicredits,
       price: priced.price,
@@ -152,7 +150,7 @@ export class Ledger {
     return mutate<ChargeResult>(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const hold = reservationId ? await lockActiveHold(s, userId, reservationId) : undefined;
       const held = hold?.amountMillicredits ?? 0n;
-      const priced = priceUsage(this.catalogue, usage, this.subject(account));
+      const priced = priceUsage(this.catalogue, usage, pricingSubject(this.catalogue, account));
       // A captured hold is released first: its amount is available to this charge.
       const available = account.balanceMillicredits - account.reservedMillicredits + held;
       const cost = priced.chargeMillicredits;
@@ -207,14 +205,6 @@ export class Ledger {
         },
       };
     });
-  }
-
-  private subject(account: AccountRow): PricingSubject {
-    return {
-      plan: account.plan,
-      entitlements: account.entitlements,
-      freeOperationsRemaining: freeOperationsRemaining(this.catalogue, account),
-    };
   }
 
   async grant(input: GrantInput): Promise<TransactionResult> {

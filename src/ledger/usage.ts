@@ -23,3 +23,8 @@ export function checkUsage(usage: Usage | undefined, prefix = ''): Usage {
   }
 }
 
+
+/** Estimates (Quote, Reserve) may leave finish_reason empty: an estimate is of a charged run. */
+export function asEstimate(usage: Usage | undefined): Usage | undefined {
+  return usage?.kind === 'tokens' && usage.finishReason === '' ? { ...usage, finishReason: 'stop' } : usage;
+}

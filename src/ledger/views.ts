@@ -1,7 +1,7 @@
 // The shapes the ledger returns to its callers (the rpc layer, jobs and tests).
 import type { Catalogue, Plan } from '../domain/catalogue.js';
 import { maxBigint } from '../domain/money.js';
-import type { PriceBreakdown, WaivedReason } from '../domain/pricing.js';
+import type { PriceBreakdown, PricingSubject, WaivedReason } from '../domain/pricing.js';
 import type { AccountRow, TransactionRow } from '../storage/ledger-sql.js';
 
 export type { TransactionRow as TransactionView } from '../storage/ledger-sql.js';
@@ -59,6 +59,15 @@ export function balanceView(catalogue: Catalogue, account: AccountRow): BalanceV
     availableMillicredits: available,
     lowBalance: available <= catalogue.lowBalanceMillicredits,
     canStart: account.plan === 'ADMIN' || available >= catalogue.minimumStartMillicredits,
+    plan: account.plan,
+    entitlements: account.entitlements,
+    freeOperationsRemaining: freeOperationsRemaining(catalogue, account),
+  };
+}
+
+/** What pricing needs to know about the account. */
+export function pricingSubject(catalogue: Catalogue, account: AccountRow): PricingSubject {
+  return {
     plan: account.plan,
     entitlements: account.entitlements,
     freeOperationsRemaining: freeOperationsRemaining(catalogue, account),
