@@ -27,20 +27,23 @@ export interface TestAppOptions {
   readonly embedded?: boolean;
   readonly catalogue?: 'muse' | 'mu';
   readonly env?: Record<string, string>;
+  /** Share this PostgreSQL database (another app's) instead of creating one; it is not dropped on close. */
+  readonly databaseUrl?: string;
 }
 
 export async function startTestApp(options: TestAppOptions = {}): Promise<TestApp> {
-  const database = options.embedded ? undefined : await createTestDatabase();
+  const database = options.embedded || options.databaseUrl ? undefined : await createTestDatabase();
+  const databaseUrl = options.databaseUrl ?? database?.url;
   const config = loadConfig({
     PORT: '0',
     BILLING_CONFIG: `config/${options.catalogue ?? 'muse'}.json`,
     BILLING_DATA_DIR: 'memory://',
     LOG_LEVEL: 'silent',
-    ...(database ? { DATABASE_URL: database.url } : {}),
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     ...options.env,
   });
   const db = await openDatabase({
-    ...(database ? { databaseUrl: database.url } : {}),
+    ...(databaseUrl ? { databaseUrl } : {}),
     dataDir: 'memory://',
     poolSizeMax: 24,
   });

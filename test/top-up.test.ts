@@ -1,0 +1,258 @@
+// The daily free top-up against real PostgreSQL: two service processes on one database
+// running it at once, re-runs, small overlapping batches, a run racing charges, the date
+// rules, the cron job; and subscription invoices granted by SKU.
+import { Code } from '@connectrpc/connect';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
+import { Plan, TransactionType } from '../gen/billing/v1/types_pb.js';
+import { checkSchedule, scheduleDailyTopUp } from '../src/jobs/daily-top-up.js';
+import { DailyTopUps, SYSTEM_DAILY_TOP_UP, utcDay } from '../src/ledger/top-up.js';
+import { verifyLedger } from '../src/ledger/verify.js';
+import type { Database } from '../src/storage/database.js';
+import { failure, key, startTestApp, type TestApp } from './support/app.js';
+
+const TARGET = 5_000n;
+const opened: TestApp[] = [];
+
+/** Two service processes (servers, pools) on one fresh database. */
+async function twoApps(): Promise<[TestApp, TestApp]> {
+  const a = await startTestApp();
+  const b = await startTestApp({ databaseUrl: a.database!.url });
+  opened.push(b, a); // closed in this order: the first app drops the database
+  return [a, b];
+}
+
+afterEach(async () => {
+  for (const app of opened.splice(0)) await app.close();
+});
+
+function today(): string {
+  return utcDay(new Date());
+}
+
+async function fund(t: TestApp, userId: string, amount: bigint, plan: Plan = Plan.FREE): Promise<void> {
+  await t.admin.setPlan({ userId, plan });
+  if (amount > 0n) {
+    await t.billing.grant({ userId, idempotencyKey: key('fund'), grant: { case: 'amountMillicredits', value: amount }, reason: 'seed' });
+  }
+}
+
+async function balances(db: Database): Promise<Map<string, bigint>> {
+  const rows = await db.query<{ user_id: string; balance: string }>(
+    'select user_id, balance_millicredits::text as balance from user_accounts',
+  );
+  return new Map(rows.map((r) => [r.user_id, BigInt(r.balance)]));
+}
+
+async function topUpsOf(db: Database, day: string) {
+  return db.query<{ user_id: string; amount: string; balance_after: string; idempotency_key: string; n: number }>(
+    `select t.user_id, t.amount_millicredits::text as amount, t.balance_after_millicredits::text as balance_after,
+            t.idempotency_key, count(*) over (partition by t.user_id)::int as n
+       from transactions t where t.type = 'DAILY_TOP_UP' and t.reference = $1`,
+    [day],
+  );
+}
+
+/** Users whose history does not chain: each balance_after must be the previous one plus the amount. */
+async function brokenChains(db: Database): Promise<unknown[]> {
+  return db.query(`
+    select user_id, id from (
+      select user_id, id, amount_millicredits, balance_after_millicredits,
+             lag(balance_after_millicredits, 1, 0::bigint) over (partition by user_id order by id) as previous
+        from transactions) h
+     where previous + amount_millicredits <> balance_after_millicredits`);
+}
+
+async function runAll<T>(count: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) await fn(next++);
+  }));
+}
+
+describe('two service processes topping up the same day at the same time', () => {
+  it('raises each FREE balance below 5 credits to 5 exactly once, and leaves everyone else alone', async () => {
+    const [a, b] = await twoApps();
+    const seeds: [string, bigint, Plan][] = [];
+    for (let i = 0; i < 120; i++) seeds.push([`free-${i}`, BigInt((i * 97) % 5_000), Plan.FREE]);
+    seeds.push(['free-at-target', TARGET, Plan.FREE], ['free-rich', 7_000n, Plan.FREE], ['free-one-short', 4_999n, Plan.FREE]);
+    for (let i = 0; i < 10; i++) seeds.push([`pro-${i}`, BigInt(i * 100), Plan.PRO]);
+    seeds.push(['admin-0', 0n, Plan.ADMIN]);
+    await runAll(seeds.length, 16, (i) => fund(a, ...seeds[i]!));
+    const before = await balances(a.app.db);
+    const eligible = seeds.filter(([, amount, plan]) => plan === Plan.FREE && amount < TARGET);
+    const expectedTotal = eligible.reduce((sum, [, amount]) => sum + TARGET - amount, 0n);
+
+    const day = today();
+    const [ra, rb] = await Promise.all([a.admin.runDailyTopUp({ date: day }), b.admin.runDailyTopUp({ date: day })]);
+    expect(ra.accountsToppedUp + rb.accountsToppedUp).toBe(BigInt(eligible.length));
+    expect(ra.totalMillicredits + rb.totalMillicredits).toBe(expectedTotal);
+
+    const after = await balances(a.app.db);
+    for (const [userId, amount, plan] of seeds) {
+      const wanted = plan === Plan.FREE && amount < TARGET ? TARGET : before.get(userId);
+      expect(after.get(userId), userId).toBe(wanted);
+    }
+    const topUps = await topUpsOf(a.app.db, day);
+    expect(topUps).toHaveLength(eligible.length);
+    for (const row of topUps) {
+      expect(row.n, row.user_id).toBe(1);
+      expect(BigInt(row.amount)).toBe(TARGET - before.get(row.user_id)!);
+      expect(row.balance_after).toBe(TARGET.toString());
+      expect(row.idempotency_key).toBe(`daily-top-up:${day}`);
+    }
+
+    const again = await Promise.all([a.admin.runDailyTopUp({ date: day }), b.admin.runDailyTopUp({ date: '' })]);
+    for (const r of again) {
+      expect(r.accountsToppedUp).toBe(0n);
+      expect(r.totalMillicredits).toBe(0n);
+    }
+    expect(await balances(a.app.db)).toEqual(after);
+    expect((await verifyLedger(a.app.db)).violations).toEqual([]);
+  });
+
+  it('shows the top-up in the user history as a DAILY_TOP_UP from system:daily-top-up', async () => {
+    const [a] = await twoApps();
+    await fund(a, 'history-user', 1_200n);
+    const day = today();
+    await a.admin.runDailyTopUp({ date: day });
+    const { transactions } = await a.billing.listTransactions({ userId: 'history-user', types: [TransactionType.DAILY_TOP_UP] });
+    expect(transactions).toHaveLength(1);
+    const tx = transactions[0]!;
+    expect(tx.amountMillicredits).toBe(3_800n);
+    expect(tx.balanceAfterMillicredits).toBe(5_000n);
+    expect(tx.idempotencyKey).toBe(`daily-top-up:${day}`);
+    const postings = await a.app.db.query<{ account: string; amount: string }>(
+      'select account, amount_millicredits::text as amount from postings where transaction_id = $1::bigint order by account',
+      [tx.id],
+    );
+    expect(postings).toEqual([
+      { account: SYSTEM_DAILY_TOP_UP, amount: '-3800' },
+      { account: 'user:history-user', amount: '3800' },
+    ]);
+  });
+
+  it('many small overlapping batches from several runners on both processes still top up each user once', async () => {
+    const [a, b] = await twoApps();
+    const users = Array.from({ length: 300 }, (_, i) => `batch-${String(i).padStart(3, '0')}`);
+    await runAll(users.length, 16, (i) => fund(a, users[i]!, BigInt(i % 4_000)));
+    const runners = [
+      new DailyTopUps(a.app.db, a.app.ledger.catalogue, { batchSize: 7 }),
+      new DailyTopUps(b.app.db, b.app.ledger.catalogue, { batchSize: 13 }),
+      new DailyTopUps(a.app.db, a.app.ledger.catalogue, { batchSize: 50 }),
+      new DailyTopUps(b.app.db, b.app.ledger.catalogue, { batchSize: 1 }),
+    ];
+    const results = await Promise.all(runners.map((r) => r.run(today())));
+    expect(results.reduce((sum, r) => sum + r.accountsToppedUp, 0n)).toBe(300n);
+    const topUps = await topUpsOf(a.app.db, today());
+    expect(topUps).toHaveLength(300);
+    expect(topUps.every((r) => r.n === 1 && r.balance_after === '5000')).toBe(true);
+    expect((await verifyLedger(a.app.db)).violations).toEqual([]);
+  });
+});
+
+describe('a top-up racing charges', () => {
+  it('keeps every balance, history and VerifyLedger consistent, and still one top-up per user', async () => {
+    const [a, b] = await twoApps();
+    const users = Array.from({ length: 120 }, (_, i) => `race-${i}`);
+    await runAll(users.length, 16, (i) => fund(a, users[i]!, i % 2 === 0 ? 4_900n : 6_000n));
+    const start = await balances(a.app.db);
+    const charges = users.flatMap((u, i) => [0, 1, 2].map((n) => ({ userId: u, app: (i + n) % 2 === 0 ? a : b })));
+    const charging = runAll(charges.length, 24, async (i) => {
+      const c = charges[i]!;
+      await c.app.billing.charge({
+        userId: c.userId,
+        idempotencyKey: key('race'),
+        product: 'muse',
+        usage: { case: 'amountMillicredits', value: 1_000n },
+      });
+    });
+    const day = today();
+    const toppingUp = Promise.all([
+      new DailyTopUps(a.app.db, a.app.ledger.catalogue, { batchSize: 5 }).run(day),
+      new DailyTopUps(b.app.db, b.app.ledger.catalogue, { batchSize: 11 }).run(day),
+      b.admin.runDailyTopUp({ date: day }),
+    ]);
+    await Promise.all([charging, toppingUp]);
+    // Everyone is below 5 credits now: the ones the race missed get theirs, nobody a second one.
+    await a.admin.runDailyTopUp({ date: day });
+
+    expect((await verifyLedger(a.app.db)).violations).toEqual([]);
+    expect(await brokenChains(a.app.db)).toEqual([]);
+    const topUps = await topUpsOf(a.app.db, day);
+    expect(topUps).toHaveLength(users.length);
+    const end = await balances(a.app.db);
+    for (const row of topUps) {
+      expect(row.n, row.user_id).toBe(1);
+      expect(row.balance_after, row.user_id).toBe('5000');
+      expect(end.get(row.user_id), row.user_id).toBe(start.get(row.user_id)! - 3_000n + BigInt(row.amount));
+    }
+  });
+});
+
+describe('dates', () => {
+  it('refuses a malformed, future or too old date, naming the field', async () => {
+    const [a] = await twoApps();
+    const dayMs = 86_400_000;
+    for (const date of ['2026-13-01', '2026-02-30', 'yesterday', '2026-1-1', utcDay(new Date(Date.now() + dayMs)),
+      utcDay(new Date(Date.now() - 8 * dayMs))]) {
+      const { error, detail } = await failure(a.admin.runDailyTopUp({ date }));
+      expect(error.code, date).toBe(Code.InvalidArgument);
+      expect(detail?.reason, date).toBe(ErrorReason.INVALID_FIELD);
+      expect(detail?.field, date).toBe('date');
+    }
+    await fund(a, 'late-user', 0n);
+    const yesterday = await a.admin.runDailyTopUp({ date: utcDay(new Date(Date.now() - dayMs)) });
+    expect(yesterday.accountsToppedUp).toBe(1n);
+  });
+});
+
+describe('the scheduled job', () => {
+  it('runs the top-up for the UTC day of each tick, and stops', async () => {
+    const days: string[] = [];
+    const job = scheduleDailyTopUp(
+      {
+        run: async (day) => {
+          days.push(day);
+          return { accountsToppedUp: 0n, totalMillicredits: 0n };
+        },
+      },
+      '* * * * * *',
+      pino({ level: 'silent' }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 2_200));
+    await job.stop();
+    const seen = days.length;
+    expect(seen).toBeGreaterThanOrEqual(1);
+    expect(days.every((d) => d === today())).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    expect(days.length).toBe(seen);
+  });
+
+  it('refuses a schedule cron cannot parse', () => {
+    expect(() => checkSchedule('not a schedule')).toThrow(/invalid cron schedule/);
+    expect(checkSchedule('0 0 * * *')).toBe('0 0 * * *');
+  });
+});
+
+describe('subscription invoices', () => {
+  it('a PRO invoice granted twice under the same key is one grant of pro_monthly', async () => {
+    const [a] = await twoApps();
+    const invoice = 'in_1Q2w3E4r5T6y';
+    await a.admin.setPlan({ userId: 'subscriber', plan: Plan.PRO });
+    const request = { userId: 'subscriber', idempotencyKey: invoice, grant: { case: 'sku' as const, value: 'pro_monthly' }, reference: invoice };
+    const [first, second] = await Promise.all([a.billing.grant(request), a.billing.grant(request)]);
+    const third = await a.billing.grant(request);
+    expect(second.transaction?.id).toBe(first.transaction?.id);
+    expect(third.transaction?.id).toBe(first.transaction?.id);
+    expect(first.transaction?.amountMillicredits).toBe(200_000n);
+    expect(first.transaction?.reference).toBe(invoice);
+    expect(first.transaction?.operation).toBe('pro_monthly');
+    const { balance } = await a.billing.getBalance({ userId: 'subscriber' });
+    expect(balance?.balanceMillicredits).toBe(200_000n);
+    expect(balance?.plan).toBe(Plan.PRO);
+    const { transactions } = await a.billing.listTransactions({ userId: 'subscriber' });
+    expect(transactions).toHaveLength(1);
+  });
+});

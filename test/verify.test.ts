@@ -1,0 +1,88 @@
+// VerifyLedger over the RPC and the CLI: clean after a concurrent mix of every kind of
+// transaction from two service processes, and it finds deliberately corrupted rows.
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Plan } from '../gen/billing/v1/types_pb.js';
+import { utcDay } from '../src/ledger/top-up.js';
+import { key, startTestApp, type TestApp } from './support/app.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+let a: TestApp;
+let b: TestApp;
+
+beforeAll(async () => {
+  a = await startTestApp();
+  b = await startTestApp({ databaseUrl: a.database!.url });
+});
+
+afterAll(async () => {
+  await b?.close();
+  await a?.close();
+});
+
+/** Runs `npm run ledger:verify` (its script) against the test database. */
+function verifyCli(databaseUrl: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/verify-ledger.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', DATABASE_URL: databaseUrl, LOG_LEVEL: 'silent' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, output })));
+}
+
+async function busyDay(): Promise<void> {
+  await a.admin.createPromoCode({ code: 'VERIFY-ME', amountMillicredits: 1_500n, maxRedemptions: 15n });
+  const users = Array.from({ length: 30 }, (_, i) => `v-${i}`);
+  await a.admin.setPlan({ userId: 'v-pro', plan: Plan.PRO });
+  const work = users.flatMap((userId, i) => {
+    const t = i % 2 === 0 ? a : b;
+    return [
+      t.billing.grant({ userId, idempotencyKey: key(), grant: { case: 'amountMillicredits', value: 3_000n }, reason: 'seed' }),
+      t.billing.redeem({ userId, idempotencyKey: key(), code: 'verify-me' }),
+      t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 700n } }),
+      t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'operation', value: { name: 'midi.generate' } } }),
+    ];
+  });
+  const topUps = [a.admin.runDailyTopUp({ date: utcDay(new Date()) }), b.admin.runDailyTopUp({ date: '' })];
+  await Promise.allSettled([...work, ...topUps]);
+}
+
+describe('VerifyLedger', () => {
+  it('finds nothing after a concurrent mix of grants, charges, promo codes and top-ups on two processes', async () => {
+    await busyDay();
+    const report = await a.admin.verifyLedger({});
+    expect(report.violations).toEqual([]);
+    expect(report.ok).toBe(true);
+    const counts = await a.app.db.query<{ accounts: string; transactions: string }>(
+      'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
+    );
+    expect(report.accountsChecked).toBe(BigInt(counts[0]!.accounts));
+    expect(report.transactionsChecked).toBe(BigInt(counts[0]!.transactions));
+    expect(report.transactionsChecked).toBeGreaterThan(60n);
+    const cli = await verifyCli(a.database!.url);
+    expect(cli.output).toMatch(/^ok: /m);
+    expect(cli.code).toBe(0);
+  });
+
+  it('finds a balance changed behind the ledger, and a transaction whose postings do not sum to zero', async () => {
+    await a.app.db.query(`update user_accounts set balance_millicredits = balance_millicredits + 1 where user_id = 'v-3'`);
+    const [victim] = await a.app.db.query<{ id: string }>(`select id::text as id from transactions where user_id = 'v-4' limit 1`);
+    await a.app.db.query(`insert into postings (transaction_id, account, amount_millicredits) values ($1::bigint, 'system:stray', 5)`, [
+      victim!.id,
+    ]);
+    const report = await b.admin.verifyLedger({});
+    expect(report.ok).toBe(false);
+    expect(report.violations).toContainEqual(
+      expect.objectContaining({ invariant: 'balance_matches_postings', account: 'user:v-3', transactionId: '' }),
+    );
+    expect(report.violations).toContainEqual(
+      expect.objectContaining({ invariant: 'transaction_sums_to_zero', transactionId: victim!.id, description: 'postings sum to 5' }),
+    );
+    const cli = await verifyCli(a.database!.url);
+    expect(cli.code).toBe(1);
+    expect(cli.output).toContain('balance_matches_postings\tuser:v-3');
+  });
+});
