@@ -63,7 +63,9 @@ const TOP_UP_BATCH_SQL = `
     update user_accounts a
        set balance_millicredits = a.balance_millicredits + ($2::bigint - l.balance), updated_at = now()
       from claimed c join locked l on l.user_id = c.user_id
-     where a.user_id = c.user_id
+     -- The array form makes the planner probe the primary key for the claimed rows instead
+     -- of hashing the whole table on every batch (it cannot estimate a CTE's size).
+     where a.user_id = c.user_id and a.user_id = any (array(select user_id from claimed))
     returning a.user_id, c.transaction_id, $2::bigint - l.balance as amount, a.balance_millicredits as balance_after
   ), txn as (
     insert into transactions (id, user_id, type, amount_millicredits, balance_after_millicredits, reference, reason,
