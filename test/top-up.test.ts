@@ -222,7 +222,7 @@ describe('the scheduled job', () => {
       pino({ level: 'silent' }),
     );
     await new Promise((resolve) => setTimeout(resolve, 2_200));
-    await job.stop();
+    job.stop();
     const seen = days.length;
     expect(seen).toBeGreaterThanOrEqual(1);
     expect(days.every((d) => d === today())).toBe(true);

@@ -9,8 +9,9 @@ export interface TopUpRunner {
   run(date: string): Promise<TopUpResult>;
 }
 
+/** Same shape as the hold sweeper's Job, so app.ts stops both alike. */
 export interface ScheduledJob {
-  stop(): Promise<void>;
+  stop(): void;
 }
 
 /** Refuses a schedule node-cron cannot parse, so a bad configuration fails at start. */
@@ -42,5 +43,6 @@ export function scheduleDailyTopUp(topUps: TopUpRunner, schedule: string, log: L
     },
     { name: 'daily-top-up', timezone: 'Etc/UTC', noOverlap: true },
   );
-  return { stop: async () => void (await task.destroy()) };
+  // destroy (not just stop): the task also leaves node-cron's registry.
+  return { stop: () => void task.destroy() };
 }
