@@ -11,12 +11,14 @@
 // Environment: BENCH_TOP_UP_ACCOUNTS (1,000,000), BENCH_TOP_UP_BATCH (10,000 accounts
 // per statement), BENCH_KEEP_DB=1 (keep the database), TEST_DATABASE_URL (admin URL, see
 // test/support/postgres.ts). bench/run.ts may import runTopUpBench() instead.
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadConfig } from '../src/config.js';
 import { DailyTopUps, TOP_UP_BATCH_SIZE_DEFAULT, utcDay } from '../src/ledger/top-up.js';
 import { verifyLedger } from '../src/ledger/verify.js';
 import { type Database, openDatabase, type SqlSession } from '../src/storage/database.js';
 import { createTestDatabase } from '../test/support/postgres.js';
+
+const MUSE_CONFIG = fileURLToPath(new URL('../config/muse.json', import.meta.url));
 
 export interface TopUpBenchOptions {
   accounts: number;
@@ -87,12 +89,12 @@ export async function runTopUpBench(options: TopUpBenchOptions): Promise<TopUpBe
   const db = await openDatabase({ databaseUrl: database.url, dataDir: 'memory://', poolSizeMax: 2 });
   try {
     const [, seedSeconds] = await timed(() => seed(db, options.accounts));
-    const target = loadConfig({ BILLING_CONFIG: 'config/muse.json' }).catalogue;
+    const catalogue = loadConfig({ BILLING_CONFIG: MUSE_CONFIG }).catalogue;
     const eligible = await db.query<{ n: string }>(
       `select count(*)::text as n from user_accounts where plan = 'FREE' and balance_millicredits < $1::bigint`,
-      [target.dailyTopUpTargetMillicredits.toString()],
+      [catalogue.dailyTopUpTargetMillicredits.toString()],
     );
-    const topUps = new DailyTopUps(db, target, { batchSize: options.batchSize });
+    const topUps = new DailyTopUps(db, catalogue, { batchSize: options.batchSize });
     const day = utcDay(new Date());
     const [first, topUpSeconds] = await timed(() => topUps.run(day));
     const [second, rerunSeconds] = await timed(() => topUps.run(day));
