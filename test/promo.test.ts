@@ -157,8 +157,9 @@ describe('redeeming', () => {
     expect(unknown.error.code).toBe(Code.NotFound);
     expect(unknown.detail?.reason).toBe(ErrorReason.PROMO_CODE_NOT_FOUND);
 
-    await createCode('SOON-GONE', 1_000n, 0n, Date.now() + 300);
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const expiresAtMs = Date.now() + 1_000;
+    await createCode('SOON-GONE', 1_000n, 0n, expiresAtMs);
+    await new Promise((resolve) => setTimeout(resolve, expiresAtMs + 100 - Date.now()));
     const expired = await failure(redeem('refused-user', 'soon-gone'));
     expect(expired.error.code).toBe(Code.FailedPrecondition);
     expect(expired.detail?.reason).toBe(ErrorReason.PROMO_CODE_EXPIRED);
