@@ -4,10 +4,12 @@ import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Accounts } from './ledger/accounts.js';
+import { scheduleDailyTopUp } from './jobs/daily-top-up.js';
 import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
 import { Holds } from './ledger/holds.js';
 import { Ledger } from './ledger/ledger.js';
 import { Promos } from './ledger/promo.js';
+import { DailyTopUps } from './ledger/top-up.js';
 import { authInterceptor } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { createMetrics } from './rpc/metrics.js';
@@ -56,7 +58,13 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
     routes: routes({ ledger, holds, accounts, promos, db, probe: () => db.ping() }),
   });
-  const jobs = (options.jobs ?? true) ? [scheduleHoldSweeper(holds, config.holdSweepSchedule, log)] : [];
+  // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
+  const jobs = (options.jobs ?? true)
+    ? [
+        scheduleHoldSweeper(holds, config.holdSweepSchedule, log),
+        scheduleDailyTopUp(new DailyTopUps(db, config.catalogue), config.dailyTopUpSchedule, log),
+      ]
+    : [];
   let metricsServer: http.Server | undefined;
   if (options.metrics ?? true) {
     metricsServer = http.createServer((req, res) => {

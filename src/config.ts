@@ -2,6 +2,7 @@
 // reports every error together, and returns a frozen Config.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import cron from 'node-cron';
 import { z } from 'zod';
 import { HOLD_TTL_SECONDS_MAX, type Catalogue, type ModelPrice, type OperationPrice } from './domain/catalogue.js';
 import { AMOUNT_MILLICREDITS_MAX, parseDecimal } from './domain/money.js';
@@ -164,6 +165,12 @@ export function parseCatalogue(text: string, source: string): { catalogue: Catal
   if (!parsed.success) throw new ConfigError(issues(`${source}: `, parsed.error));
   const problems: string[] = [];
   const catalogue = buildCatalogue(parsed.data, problems);
+  for (const [field, schedule] of [
+    ['dailyTopUp.schedule', parsed.data.dailyTopUp.schedule],
+    ['holds.sweepSchedule', parsed.data.holds.sweepSchedule],
+  ] as const) {
+    if (!cron.validate(schedule)) problems.push(`${source}: ${field}: "${schedule}" is not a cron expression`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return { catalogue, topUpSchedule: parsed.data.dailyTopUp.schedule, sweepSchedule: parsed.data.holds.sweepSchedule };
 }

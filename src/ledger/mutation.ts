@@ -33,6 +33,8 @@ export interface Decision<R extends { transaction: TransactionRow }> {
   write: Omit<LedgerWrite, 'userId' | 'idempotencyKey' | 'requestHash' | 'result'>;
   /** The result, with a placeholder transaction id and time filled in after the write. */
   result: R;
+  /** Rows that must reference the new transaction (e.g. a promo redemption), same transaction. */
+  afterWrite?: (s: SqlSession, transactionId: string) => Promise<void>;
 }
 
 function replayOrRefuse<R>(key: MutationKey, replay: IdempotentReplay): R {
@@ -83,7 +85,7 @@ export function mutate<R extends { transaction: TransactionRow }>(
   decide: (s: SqlSession, account: AccountRow) => Promise<Decision<R>>,
 ): Promise<R> {
   return runIdempotent(db, key, async (s, account) => {
-    const { write, result } = await decide(s, account);
+    const { write, result, afterWrite } = await decide(s, account);
     assertBalanced(write);
     const stored = await appendTransaction(s, {
       ...write,
@@ -94,6 +96,7 @@ export function mutate<R extends { transaction: TransactionRow }>(
     });
     result.transaction.id = stored.id;
     result.transaction.createdAtMs = stored.createdAtMs;
+    if (afterWrite) await afterWrite(s, stored.id);
     return result;
   });
 }

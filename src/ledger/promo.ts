@@ -5,7 +5,6 @@ import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError, invalidField } from '../domain/errors.js';
 import { checkAmount, checkIdempotencyKey, checkPageSize, checkUserId } from '../domain/validation.js';
 import { type Database, sqlState, type SqlSession } from '../storage/database.js';
-import type { TransactionRow } from '../storage/ledger-sql.js';
 import {
   claimRedemption,
   disablePromoCode,
@@ -91,27 +90,6 @@ function alreadyRedeemed(code: string): BillingError {
   });
 }
 
-/**
- * `db` whose transactions run `after` on the same connection once their body has
- * returned, before the commit. mutate() writes the ledger transaction as its last
- * statement, and the promo_redemptions row must reference that transaction's id.
- */
-function withAfterWrite<R>(db: Database, after: (s: SqlSession, result: R) => Promise<void>): Database {
-  return {
-    kind: db.kind,
-    orm: db.orm,
-    query: (sql, params) => db.query(sql, params),
-    ping: (timeoutMs) => db.ping(timeoutMs),
-    close: () => db.close(),
-    transaction: (fn) =>
-      db.transaction(async (s) => {
-        const result = await fn(s);
-        await after(s, result as unknown as R);
-        return result;
-      }),
-  };
-}
-
 export class Promos {
   constructor(
     private readonly db: Database,
@@ -168,28 +146,24 @@ export class Promos {
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
     const code = checkPromoCode(input.code);
-    let decided = false;
-    // Only a decided (not replayed) redemption records its row.
-    const db = withAfterWrite<{ transaction: TransactionRow }>(this.db, async (s, result) => {
-      if (decided) await insertRedemption(s, code, userId, result.transaction.id);
-    });
     const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]) };
     try {
-      return await mutate<TransactionResult>(db, key, async (s, account) => {
+      return await mutate<TransactionResult>(this.db, key, async (s, account) => {
         if (await hasRedeemed(s, code, userId)) throw alreadyRedeemed(code);
         const amount = await claimRedemption(s, code);
         if (amount === undefined) throw await refusal(s, code);
-        const decision = creditDecision(this.catalogue, account, 'PROMO', SYSTEM_PROMO, amount, {
-          userId,
-          product: '',
-          operation: code,
-          reference: '',
-          reason: 'promo code',
-          idempotencyKey,
-          metadata: {},
-        });
-        decided = true;
-        return decision;
+        return {
+          ...creditDecision(this.catalogue, account, 'PROMO', SYSTEM_PROMO, amount, {
+            userId,
+            product: '',
+            operation: code,
+            reference: '',
+            reason: 'promo code',
+            idempotencyKey,
+            metadata: {},
+          }),
+          afterWrite: (session, transactionId) => insertRedemption(session, code, userId, transactionId),
+        };
       });
     } catch (error) {
       // The account lock makes this unreachable; the primary key is the last line of defence.

@@ -91,20 +91,26 @@ const CHECKS: readonly Check[] = [
   },
 ];
 
+/** VerifyLedger reads every posting: allow it longer than the service's statement limit. */
+export const VERIFY_STATEMENT_TIMEOUT_MS = 300_000;
+
 export async function verifyLedger(db: Database): Promise<LedgerReport> {
-  const violations: LedgerViolation[] = [];
-  for (const check of CHECKS) {
-    if (violations.length >= VIOLATIONS_MAX) break;
-    const rows = await db.query(`${check.sql} limit ${VIOLATIONS_MAX - violations.length}`);
-    for (const row of rows) violations.push({ invariant: check.invariant, ...check.describe(row) });
-  }
-  const counts = await db.query<{ accounts: string; transactions: string }>(
-    'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
-  );
-  return {
-    ok: violations.length === 0,
-    violations,
-    accountsChecked: BigInt(counts[0]?.accounts ?? '0'),
-    transactionsChecked: BigInt(counts[0]?.transactions ?? '0'),
-  };
+  return db.transaction(async (s) => {
+    await s.query(`set local statement_timeout = ${VERIFY_STATEMENT_TIMEOUT_MS}`);
+    const violations: LedgerViolation[] = [];
+    for (const check of CHECKS) {
+      if (violations.length >= VIOLATIONS_MAX) break;
+      const rows = await s.query(`${check.sql} limit ${VIOLATIONS_MAX - violations.length}`);
+      for (const row of rows) violations.push({ invariant: check.invariant, ...check.describe(row) });
+    }
+    const counts = await s.query<{ accounts: string; transactions: string }>(
+      'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
+    );
+    return {
+      ok: violations.length === 0,
+      violations,
+      accountsChecked: BigInt(counts[0]?.accounts ?? '0'),
+      transactionsChecked: BigInt(counts[0]?.transactions ?? '0'),
+    };
+  });
 }
