@@ -8,7 +8,9 @@
 //      BENCH_CONCURRENCY calls in flight, BENCH_WARMUP_SECONDS + BENCH_SECONDS each,
 //      while sampling the server's RSS and CPU from /proc,
 //   5. stops the server and runs pgbench with bench/charge.sql (spread, then hot),
-//   6. prints a table and writes .bench/last.json.
+//   6. seeds BENCH_TOP_UP_ACCOUNTS FREE accounts in another database and times one daily
+//      top-up run over them (bench/top-up.ts),
+//   7. prints a table and writes .bench/last.json.
 //
 // Environment: BENCH_SECONDS (10), BENCH_WARMUP_SECONDS (2), BENCH_CONCURRENCY (64),
 // BENCH_USERS (1000), BENCH_PGBENCH_CLIENTS (16), BENCH_CPU_PROF=1 (server writes a
@@ -27,6 +29,7 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BillingService } from '../gen/billing/v1/billing_service_pb.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 import type { ScenarioName, ScenarioResult } from './load.js';
+import { runTopUpBench } from './top-up.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH_DIR = join(ROOT, 'bench');
@@ -46,6 +49,8 @@ const USERS = envNumber('BENCH_USERS', 1000, 1, 100_000);
 const PGBENCH_CLIENTS = envNumber('BENCH_PGBENCH_CLIENTS', 16, 1, 64);
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 const KEEP_DB = process.env.BENCH_KEEP_DB === '1';
+/** Accounts seeded for the daily top-up run; 0 skips it. */
+const TOP_UP_ACCOUNTS = envNumber('BENCH_TOP_UP_ACCOUNTS', 1_000_000, 0, 5_000_000);
 const SCENARIOS: ScenarioName[] = ['charge-spread', 'charge-hot', 'get-balance-spread'];
 
 // Users are "bench-user-1" … "bench-user-N"; the hot user is "bench-user-0", so pgbench's
@@ -497,12 +502,23 @@ async function main(): Promise<void> {
     // The database alone, with the server stopped so it does not compete for the CPU.
     const pgSpread = await pgbench(db, 'spread', 1, USERS);
     const pgHot = await pgbench(db, 'hot', 0, 0);
+    // The daily free top-up over a million accounts, on a database of its own.
+    const topUp = TOP_UP_ACCOUNTS > 0
+      ? await runTopUpBench({ accounts: TOP_UP_ACCOUNTS, batchSize: 10_000, keepDatabase: false })
+      : undefined;
 
     const peakMiB = Math.round(peakKiB / 102.4) / 10;
     process.stdout.write(`\n${table(scenarios)}\n\n`);
     process.stdout.write(`server peak RSS: ${peakMiB} MiB\n`);
     process.stdout.write(`pgbench charge (spread): ${pgSpread.tps} tps\n`);
     process.stdout.write(`pgbench charge (hot): ${pgHot.tps} tps\n`);
+    if (topUp) {
+      process.stdout.write(
+        `daily top-up: ${topUp.toppedUp} of ${topUp.accounts} accounts in ${topUp.topUpSeconds.toFixed(1)} s ` +
+          `(${Math.round(topUp.rowsPerSecond)} rows/s); re-run ${topUp.rerunSeconds.toFixed(1)} s; ` +
+          `VerifyLedger ${topUp.verifyOk ? 'ok' : 'FAILED'} in ${topUp.verifySeconds.toFixed(1)} s\n`,
+      );
+    }
     const report = {
       at: new Date().toISOString(),
       node: process.version,
@@ -514,6 +530,7 @@ async function main(): Promise<void> {
       serverMemory: memory,
       hotUserBalanceAfterMillicredits: String(hotBalance),
       pgbench: { spread: pgSpread, hot: pgHot },
+      ...(topUp ? { topUp } : {}),
       totalSeconds: Math.round((Date.now() - startedAt) / 100) / 10,
     };
     mkdirSync(join(ROOT, '.bench'), { recursive: true });
@@ -538,7 +555,7 @@ const overall = setTimeout(
     killAll('SIGKILL');
     void dropDatabase().finally(() => process.exit(2));
   },
-  (SCENARIOS.length * (WARMUP_SECONDS + SECONDS) + 2 * (SECONDS + 30) + 180) * 1000,
+  (SCENARIOS.length * (WARMUP_SECONDS + SECONDS) + 2 * (SECONDS + 30) + 180 + (TOP_UP_ACCOUNTS > 0 ? 300 : 0)) * 1000,
 );
 overall.unref();
 
