@@ -5,10 +5,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
+const databases: TestDatabase[] = [];
 
 interface Started {
   child: ChildProcess;
@@ -52,9 +54,10 @@ function dataDir(): string {
   return dir;
 }
 
-afterAll(() => {
+afterAll(async () => {
   for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  for (const database of databases) await database.drop();
 });
 
 async function postJson(port: number, path: string, body: unknown, headers: Record<string, string> = {}) {
@@ -131,5 +134,45 @@ describe('the service process', () => {
     expect(code).toBe(1);
     expect(stderr).toContain('BILLING_TOKENS');
     expect(stderr).toContain('PORT');
+  });
+
+  it('two service processes on one PostgreSQL database run the same day\'s top-up once', async () => {
+    const database = await createTestDatabase();
+    databases.push(database);
+    const env = { DATABASE_URL: database.url, BILLING_DATA_DIR: dataDir() };
+    const a = await startService(env);
+    const b = await startService(env);
+    const call = (port: number, method: string, body: unknown) => postJson(port, method, body);
+    const seed: [string, string, string][] = [
+      ['low', 'PLAN_FREE', '1000'],
+      ['empty', 'PLAN_FREE', '0'],
+      ['rich', 'PLAN_FREE', '7000'],
+      ['pro', 'PLAN_PRO', '1000'],
+    ];
+    for (const [user, plan, amount] of seed) {
+      await call(a.port, '/billing.v1.AdminService/SetPlan', { userId: user, plan });
+      if (amount !== '0') {
+        await call(b.port, '/billing.v1.BillingService/Grant', { userId: user, idempotencyKey: `seed-${user}`, amountMillicredits: amount, reason: 'seed' });
+      }
+    }
+    const [ra, rb] = await Promise.all([
+      call(a.port, '/billing.v1.AdminService/RunDailyTopUp', {}),
+      call(b.port, '/billing.v1.AdminService/RunDailyTopUp', {}),
+    ]);
+    const topped = [ra, rb].map((r) => Number(r.json.accountsToppedUp ?? 0));
+    expect(topped[0]! + topped[1]!).toBe(2);
+    const again = await call(b.port, '/billing.v1.AdminService/RunDailyTopUp', {});
+    expect(again.json.accountsToppedUp ?? '0').toBe('0');
+    const balance = async (user: string) =>
+      ((await call(a.port, '/billing.v1.BillingService/GetBalance', { userId: user })).json.balance as Record<string, string>)
+        .balanceMillicredits;
+    expect([await balance('low'), await balance('empty'), await balance('rich'), await balance('pro')]).toEqual([
+      '5000', '5000', '7000', '1000',
+    ]);
+    const verify = await call(b.port, '/billing.v1.AdminService/VerifyLedger', {});
+    expect(verify.json.ok).toBe(true);
+    a.child.kill('SIGTERM');
+    b.child.kill('SIGTERM');
+    expect([await a.exit, await b.exit]).toEqual([0, 0]);
   });
 });
