@@ -29,6 +29,7 @@ import { addFreeUsage, settleReservation } from '../storage/holds-sql.js';
 import { creditDecision, placeholderTransaction } from './credit.js';
 import { checkReservationId, lockActiveHold } from './holds.js';
 import { mutate, requestHash } from './mutation.js';
+import { cutPage, pageCodec } from './paging.js';
 import { asEstimate, checkUsage } from './usage.js';
 import {
   balanceView,
@@ -92,8 +93,8 @@ export interface ListInput {
   types: readonly TransactionType[];
 }
 
-const PAGE_TOKEN_PREFIX = 't1.';
 const TRANSACTION_ID_PATTERN = /^[1-9]\d{0,18}$/;
+const TRANSACTION_PAGES = pageCodec('t1.', (key) => TRANSACTION_ID_PATTERN.test(key));
 
 export class Ledger {
   constructor(
@@ -111,15 +112,14 @@ export class Ledger {
   async listTransactions(input: ListInput): Promise<{ transactions: TransactionRow[]; nextPageToken: string }> {
     checkUserId(input.userId);
     const pageSize = checkPageSize(input.pageSize);
-    const beforeId = decodePageToken(input.pageToken);
+    const beforeId = TRANSACTION_PAGES.decode(input.pageToken);
     const rows = await listTransactions(this.db, input.userId, {
       ...(beforeId ? { beforeId } : {}),
       types: input.types,
       limit: pageSize + 1,
     });
-    const page = rows.slice(0, pageSize);
-    const last = page[page.length - 1];
-    return { transactions: page, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.id) : '' };
+    const { page, nextPageToken } = cutPage(rows, pageSize, TRANSACTION_PAGES, (row) => row.id);
+    return { transactions: page, nextPageToken };
   }
 
   /** Prices a usage for the user as things stand, without charging or locking. */
@@ -281,16 +281,4 @@ export class Ledger {
       });
     });
   }
-}
-
-function encodePageToken(id: string): string {
-  return Buffer.from(`${PAGE_TOKEN_PREFIX}${id}`).toString('base64url');
-}
-
-function decodePageToken(token: string): string | undefined {
-  if (token === '') return undefined;
-  const text = token.length <= 64 ? Buffer.from(token, 'base64url').toString() : '';
-  const id = text.startsWith(PAGE_TOKEN_PREFIX) ? text.slice(PAGE_TOKEN_PREFIX.length) : '';
-  if (!TRANSACTION_ID_PATTERN.test(id)) throw invalidField('page_token', 'is not a token this service issued');
-  return id;
 }

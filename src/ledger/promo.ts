@@ -17,6 +17,7 @@ import {
 } from '../storage/promo-sql.js';
 import { creditDecision } from './credit.js';
 import { mutate, requestHash } from './mutation.js';
+import { cutPage, pageCodec } from './paging.js';
 import type { TransactionResult } from './views.js';
 
 export type { PromoCodeRow as PromoCodeView } from '../storage/promo-sql.js';
@@ -26,7 +27,7 @@ export const PROMO_MAX_REDEMPTIONS_MAX = 1_000_000_000n;
 /** The latest instant a google.protobuf.Timestamp can hold: 9999-12-31T23:59:59.999Z. */
 const TIMESTAMP_MS_MAX = 253_402_300_799_999;
 const CODE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-const PAGE_TOKEN_PREFIX = 'c1.';
+const PROMO_PAGES = pageCodec('c1.', (key) => CODE_PATTERN.test(key) && key === key.toUpperCase());
 
 export interface RedeemInput {
   userId: string;
@@ -121,11 +122,10 @@ export class Promos {
 
   async list(input: ListPromoInput): Promise<{ promoCodes: PromoCodeRow[]; nextPageToken: string }> {
     const pageSize = checkPageSize(input.pageSize);
-    const afterCode = decodePageToken(input.pageToken);
+    const afterCode = PROMO_PAGES.decode(input.pageToken);
     const rows = await listPromoCodes(this.db, { ...(afterCode ? { afterCode } : {}), limit: pageSize + 1 });
-    const page = rows.slice(0, pageSize);
-    const last = page[page.length - 1];
-    return { promoCodes: page, nextPageToken: rows.length > pageSize && last ? encodePageToken(last.code) : '' };
+    const { page, nextPageToken } = cutPage(rows, pageSize, PROMO_PAGES, (row) => row.code);
+    return { promoCodes: page, nextPageToken };
   }
 
   /** Disables a code; disabling it again changes nothing. Past redemptions stand. */
@@ -180,18 +180,4 @@ function sameTerms(existing: PromoCodeRow, wanted: CreatePromoInput): boolean {
     existing.expiresAtMs === wanted.expiresAtMs &&
     !existing.disabled
   );
-}
-
-function encodePageToken(code: string): string {
-  return Buffer.from(`${PAGE_TOKEN_PREFIX}${code}`).toString('base64url');
-}
-
-function decodePageToken(token: string): string | undefined {
-  if (token === '') return undefined;
-  const text = token.length <= 128 ? Buffer.from(token, 'base64url').toString() : '';
-  const code = text.startsWith(PAGE_TOKEN_PREFIX) ? text.slice(PAGE_TOKEN_PREFIX.length) : '';
-  if (!CODE_PATTERN.test(code) || code !== code.toUpperCase()) {
-    throw invalidField('page_token', 'is not a token this service issued');
-  }
-  return code;
 }
