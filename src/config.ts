@@ -203,7 +203,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPort: e.METRICS_PORT,
     host,
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
-    dataDir: resolve(e.BILLING_DATA_DIR),
+    // "memory://" selects an in-memory embedded database; anything else is a directory.
+    dataDir: e.BILLING_DATA_DIR.startsWith('memory://') ? e.BILLING_DATA_DIR : resolve(e.BILLING_DATA_DIR),
     configPath,
     production,
     tokens,

@@ -56,3 +56,10 @@ describe('configuration', () => {
     expect(scopes.some((p) => p.includes('root'))).toBe(true);
   });
 });
+
+describe('data directory', () => {
+  it('keeps "memory://" as an in-memory database instead of resolving it to a path', () => {
+    expect(loadConfig({ BILLING_DATA_DIR: 'memory://' }).dataDir).toBe('memory://');
+    expect(loadConfig({ BILLING_DATA_DIR: 'data' }).dataDir).toMatch(/^\/.*\/data$/);
+  });
+});
