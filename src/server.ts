@@ -29,6 +29,7 @@ export interface RunningServer {
 }
 
 const H2_PREFACE_START = Buffer.from('PRI');
+const STREAMS_PER_CONNECTION_MAX = 256;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
@@ -39,7 +40,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     maxTimeoutMs: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
   });
-  const h2 = http2.createServer({ maxSessionMemory: 32 }, handler);
+  // Bounds per connection: 32 MB of session memory, 256 calls in flight.
+  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, handler);
   const h1 = http.createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 60_000 }, handler);
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
