@@ -81,6 +81,14 @@ describe('VerifyLedger', () => {
     expect(report.violations).toContainEqual(
       expect.objectContaining({ invariant: 'transaction_sums_to_zero', transactionId: victim!.id, description: 'postings sum to 5' }),
     );
+    const [edited] = await a.app.db.query<{ id: string }>(
+      `update transactions set balance_after_millicredits = balance_after_millicredits + 7
+        where id = (select max(id) from transactions where user_id = 'v-5') returning id::text as id`,
+    );
+    const chained = await b.admin.verifyLedger({});
+    expect(chained.violations).toContainEqual(
+      expect.objectContaining({ invariant: 'history_chains', account: 'user:v-5', transactionId: edited!.id }),
+    );
     const cli = await verifyCli(a.database!.url);
     expect(cli.code).toBe(1);
     expect(cli.output).toContain('balance_matches_postings\tuser:v-3');

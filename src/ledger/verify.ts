@@ -89,6 +89,33 @@ const CHECKS: readonly Check[] = [
       description: `stored reserved ${String(r.stored)} but active holds sum to ${String(r.derived)}`,
     }),
   },
+  {
+    invariant: 'history_chains',
+    // Each user's transactions are written under the account lock, so in id order every
+    // balance_after is the previous one plus the amount.
+    sql: `select user_id, id::text as id, balance_after::text as stored, expected::text as expected from (
+            select user_id, id, balance_after_millicredits as balance_after,
+                   coalesce(lag(balance_after_millicredits) over (partition by user_id order by id), 0)
+                     + amount_millicredits as expected
+              from transactions) h
+           where balance_after <> expected`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: String(r.id),
+      description: `balance_after ${String(r.stored)} but the previous balance plus the amount is ${String(r.expected)}`,
+    }),
+  },
+  {
+    invariant: 'promo_redemptions_counted',
+    sql: `select c.code, c.redemptions::text as stored, count(r.user_id)::text as derived
+            from promo_codes c left join promo_redemptions r on r.code = c.code
+           group by c.code, c.redemptions having c.redemptions <> count(r.user_id)`,
+    describe: (r) => ({
+      account: '',
+      transactionId: '',
+      description: `promo code ${String(r.code)} counts ${String(r.stored)} redemptions but has ${String(r.derived)}`,
+    }),
+  },
 ];
 
 /** VerifyLedger reads every posting: allow it longer than the service's statement limit. */
