@@ -49,6 +49,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const holds = new Holds(db, config.catalogue);
   const accounts = new Accounts(db, config.catalogue);
   const promos = new Promos(db, config.catalogue);
+  const topUps = new DailyTopUps(db, config.catalogue);
   const metrics = createMetrics();
   const server = await startServer({
     port: config.port,
@@ -56,13 +57,13 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
-    routes: routes({ ledger, holds, accounts, promos, db, probe: () => db.ping() }),
+    routes: routes({ ledger, holds, accounts, promos, topUps, db, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)
     ? [
         scheduleHoldSweeper(holds, config.holdSweepSchedule, log),
-        scheduleDailyTopUp(new DailyTopUps(db, config.catalogue), config.dailyTopUpSchedule, log),
+        scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log),
       ]
     : [];
   let metricsServer: http.Server | undefined;

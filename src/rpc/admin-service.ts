@@ -2,9 +2,8 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import type { Accounts } from '../ledger/accounts.js';
-import type { Ledger } from '../ledger/ledger.js';
 import type { Promos } from '../ledger/promo.js';
-import { DailyTopUps } from '../ledger/top-up.js';
+import type { DailyTopUps } from '../ledger/top-up.js';
 import { verifyLedger } from '../ledger/verify.js';
 import type { Database } from '../storage/database.js';
 import { balanceToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
@@ -12,14 +11,13 @@ import { balanceToProto, ledgerReportToProto, planFromProto, promoCodeToProto, t
 export interface AdminDeps {
   readonly accounts: Accounts;
   readonly promos: Promos;
-  readonly ledger: Ledger;
   readonly db: Database;
-  /** The top-up the scheduled job runs; built from db and the catalogue when absent. */
-  readonly topUps?: DailyTopUps;
+  /** The same top-up runner the scheduled job uses. */
+  readonly topUps: DailyTopUps;
 }
 
 export function adminService(deps: AdminDeps): Partial<ServiceImpl<typeof AdminService>> {
-  const topUps = deps.topUps ?? new DailyTopUps(deps.db, deps.ledger.catalogue);
+  const { topUps } = deps;
   return {
     async setPlan(req) {
       return { balance: balanceToProto(await deps.accounts.setPlan(req.userId, planFromProto(req.plan))) };

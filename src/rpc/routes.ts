@@ -11,6 +11,7 @@ import type { Accounts } from '../ledger/accounts.js';
 import type { Holds } from '../ledger/holds.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Promos } from '../ledger/promo.js';
+import type { DailyTopUps } from '../ledger/top-up.js';
 import type { Database } from '../storage/database.js';
 import { adminService } from './admin-service.js';
 import { billingService } from './billing-service.js';
@@ -22,6 +23,7 @@ export interface RouteDeps {
   readonly holds: Holds;
   readonly accounts: Accounts;
   readonly promos: Promos;
+  readonly topUps: DailyTopUps;
   readonly db: Database;
   /** True while the database answers. */
   readonly probe: () => Promise<boolean>;
