@@ -16,9 +16,10 @@ select a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredi
             where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()), 0)::text as expired,
   coalesce((select f.used from daily_free_usage f
             where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used,
-  (select k.request_hash from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k) as request_hash,
-  (select k.result from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k) as result
-from user_accounts a where a.user_id = 'bench-user-' || :u for update of a;
+  k.request_hash, k.result
+from user_accounts a
+left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k
+where a.user_id = 'bench-user-' || :u for update of a;
 with acct as (
   update user_accounts
      set balance_millicredits = balance_millicredits + (-1)::bigint,

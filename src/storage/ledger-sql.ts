@@ -105,10 +105,10 @@ export async function lockAccount(
   userId: string,
   idempotencyKey: string,
 ): Promise<{ account: AccountRow; replay?: IdempotentReplay }> {
-  const sql = `select ${ACCOUNT_COLUMNS},
-      (select k.request_hash from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = $2) as request_hash,
-      (select k.result from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = $2) as result
-    from user_accounts a where a.user_id = $1 for update of a`;
+  const sql = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result
+    from user_accounts a
+    left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
+    where a.user_id = $1 for update of a`;
   let rows = await s.query(sql, [userId, idempotencyKey]);
   if (!rows[0]) {
     await s.query('insert into user_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
