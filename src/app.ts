@@ -12,7 +12,7 @@ import { Promos } from './ledger/promo.js';
 import { DailyTopUps } from './ledger/top-up.js';
 import { authInterceptor } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
-import { createMetrics } from './rpc/metrics.js';
+import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
 import { type Database, openDatabase } from './storage/database.js';
@@ -27,6 +27,7 @@ export interface App {
   readonly holds: Holds;
   readonly server: RunningServer;
   readonly metricsServer?: http.Server;
+  readonly metrics: Metrics;
   readonly log: Logger;
   close(): Promise<void>;
 }
@@ -58,6 +59,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
     routes: routes({ ledger, holds, accounts, promos, topUps, db, probe: () => db.ping() }),
+    onRefused: metrics.countRefused,
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)
@@ -83,6 +85,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     ledger,
     holds,
     server,
+    metrics,
     ...(metricsServer ? { metricsServer } : {}),
     log,
     close: async () => {

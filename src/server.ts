@@ -8,8 +8,8 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
-import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import type { Code, ConnectRouter, Interceptor } from '@connectrpc/connect';
+import { createHandler } from './rpc/handler.js';
 
 export interface ServerOptions {
   readonly port: number;
@@ -20,6 +20,8 @@ export interface ServerOptions {
   readonly timeoutMsMax: number;
   readonly interceptors: Interceptor[];
   readonly routes: (router: ConnectRouter) => void;
+  /** Called for a call refused before the interceptors ran (it did not decode). */
+  readonly onRefused?: (procedure: string, code: Code) => void;
 }
 
 export interface RunningServer {
@@ -33,12 +35,13 @@ const STREAMS_PER_CONNECTION_MAX = 256;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
-  const handler = connectNodeAdapter({
+  const handler = createHandler({
     routes: options.routes,
     interceptors: options.interceptors,
-    readMaxBytes: options.requestBytesMax,
-    maxTimeoutMs: options.timeoutMsMax,
+    requestBytesMax: options.requestBytesMax,
+    timeoutMsMax: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
   });
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, handler);

@@ -23,6 +23,8 @@ export type ErrorReason =
   | 'TRANSACTION_NOT_FOUND'
   | 'NOT_A_CHARGE'
   | 'BALANCE_LIMIT_EXCEEDED'
+  | 'MALFORMED_REQUEST'
+  | 'REQUEST_TOO_LARGE'
   | 'NOT_IMPLEMENTED';
 
 /** Figures and pointers a caller needs to act on an error. */

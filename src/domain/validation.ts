@@ -43,6 +43,8 @@ export function checkText(value: string, field: string, lengthMax: number, requi
   if (required && value.length === 0) throw invalidField(field, 'is required');
   if (value.length > lengthMax) throw invalidField(field, `must be at most ${lengthMax} characters`);
   if (CONTROL_CHARS.test(value)) throw invalidField(field, 'must not contain control characters');
+  // A lone surrogate cannot be stored as UTF-8: it would come back as U+FFFD, another string.
+  if (!value.isWellFormed()) throw invalidField(field, 'must be valid Unicode (no lone surrogates)');
   return value;
 }
 
@@ -78,6 +80,21 @@ export function checkPageSize(value: number, field = 'page_size'): number {
 export function checkQuantity(value: bigint, field: string): bigint {
   if (value === 0n) return 1n;
   if (value < 1n || value > QUANTITY_MAX) throw invalidField(field, `must be between 1 and ${QUANTITY_MAX}`);
+  return value;
+}
+
+/** The largest value of a PostgreSQL bigint (and of protobuf int64): 2^63 - 1. */
+export const ID_MAX = 9_223_372_036_854_775_807n;
+const ID_PATTERN = /^[1-9]\d{0,18}$/;
+
+/** True for the decimal form of a row id: 1 to 2^63 - 1, no sign, no leading zeros. */
+export function isId(value: string): boolean {
+  return ID_PATTERN.test(value) && BigInt(value) <= ID_MAX;
+}
+
+/** A row id sent by a caller (a transaction or reservation id); `what` names the kind in the message. */
+export function checkId(value: string, field: string, what: string): string {
+  if (!isId(value)) throw invalidField(field, `must be the id of a ${what} (a decimal from 1 to ${ID_MAX})`);
   return value;
 }
 

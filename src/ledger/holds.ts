@@ -5,7 +5,7 @@ import type { Catalogue } from '../domain/catalogue.js';
 import { HOLD_TTL_SECONDS_MAX } from '../domain/catalogue.js';
 import { BillingError, invalidField } from '../domain/errors.js';
 import { priceUsage, type Usage } from '../domain/pricing.js';
-import { checkIdempotencyKey, checkName, checkUserId } from '../domain/validation.js';
+import { checkId, checkIdempotencyKey, checkName, checkUserId } from '../domain/validation.js';
 import type { Database, SqlSession } from '../storage/database.js';
 import {
   insertReservation,
@@ -40,13 +40,11 @@ export interface ReleaseInput {
   reservationId: string;
 }
 
-const RESERVATION_ID_PATTERN = /^[1-9]\d{0,18}$/;
 /** Accounts swept per sweeper transaction. */
 export const SWEEP_BATCH_ACCOUNTS = 500;
 
 export function checkReservationId(value: string, field = 'reservation_id'): string {
-  if (!RESERVATION_ID_PATTERN.test(value)) throw invalidField(field, 'must be the id of a reservation');
-  return value;
+  return checkId(value, field, 'reservation');
 }
 
 /** Locks a hold of the user for capture; refuses one that is not ACTIVE, with its reason. */

@@ -6,12 +6,14 @@ import { minBigint } from '../domain/money.js';
 import { type PriceBreakdown, priceUsage, type Usage, type WaivedReason } from '../domain/pricing.js';
 import {
   checkAmount,
+  checkId,
   checkIdempotencyKey,
   checkMetadata,
   checkName,
   checkPageSize,
   checkText,
   checkUserId,
+  isId,
   REASON_LENGTH_MAX,
   REFERENCE_LENGTH_MAX,
 } from '../domain/validation.js';
@@ -93,8 +95,7 @@ export interface ListInput {
   types: readonly TransactionType[];
 }
 
-const TRANSACTION_ID_PATTERN = /^[1-9]\d{0,18}$/;
-const TRANSACTION_PAGES = pageCodec('t1.', (key) => TRANSACTION_ID_PATTERN.test(key));
+const TRANSACTION_PAGES = pageCodec('t1.', isId);
 
 export class Ledger {
   constructor(
@@ -182,6 +183,7 @@ export class Ledger {
         idempotencyKey,
         metadata,
         ...(priced.waivedReason ? { waivedReason: priced.waivedReason } : {}),
+        ...(hold ? { reservationId: hold.id } : {}),
       });
       const result: ChargeResult = {
         transaction,
@@ -240,9 +242,7 @@ export class Ledger {
   async refund(input: RefundInput): Promise<TransactionResult> {
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    if (!TRANSACTION_ID_PATTERN.test(input.transactionId)) {
-      throw invalidField('transaction_id', 'must be the id of a transaction');
-    }
+    checkId(input.transactionId, 'transaction_id', 'transaction');
     const requested = input.amountMillicredits === 0n ? 0n : checkAmount(input.amountMillicredits);
     const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, true);
     const hash = requestHash('Refund', [input.transactionId, requested, reason]);

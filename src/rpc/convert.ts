@@ -85,6 +85,7 @@ export function transactionToProto(t: TransactionView) {
     createdAt: timestampFromMs(t.createdAtMs),
     waivedReason: waivedToProto(t.waivedReason as WaivedReason | undefined),
     refundedTransactionId: t.refundedTransactionId ?? '',
+    reservationId: t.reservationId ?? '',
   });
 }
 

@@ -29,6 +29,8 @@ export const ERROR_TABLE: Readonly<Record<ErrorReason, readonly [Code, ProtoReas
   TRANSACTION_NOT_FOUND: [Code.NotFound, ProtoReason.TRANSACTION_NOT_FOUND],
   NOT_A_CHARGE: [Code.FailedPrecondition, ProtoReason.NOT_A_CHARGE],
   BALANCE_LIMIT_EXCEEDED: [Code.FailedPrecondition, ProtoReason.BALANCE_LIMIT_EXCEEDED],
+  MALFORMED_REQUEST: [Code.InvalidArgument, ProtoReason.MALFORMED_REQUEST],
+  REQUEST_TOO_LARGE: [Code.ResourceExhausted, ProtoReason.REQUEST_TOO_LARGE],
   NOT_IMPLEMENTED: [Code.Unimplemented, ProtoReason.UNSPECIFIED],
 };
 

@@ -13,6 +13,7 @@ import { MikroORM as PostgresORM } from '@mikro-orm/postgresql';
 import type { Pool, PoolClient } from 'pg';
 import { entities } from './entities.js';
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
+import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 
 export type Row = Record<string, unknown>;
 
@@ -46,7 +47,10 @@ export interface DatabaseOptions {
 /** The longest a single statement may run on PostgreSQL. */
 export const STATEMENT_TIMEOUT_MS = 10_000;
 
-export const migrationsList = [{ name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger }];
+export const migrationsList = [
+  { name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger },
+  { name: 'Migration20261201000000_charge_reservation', class: Migration20261201000000_charge_reservation },
+];
 
 const ormOptions = {
   entities,

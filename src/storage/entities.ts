@@ -50,6 +50,7 @@ export const LedgerTransactionSchema = defineEntity({
     metadata: p.json().defaultRaw("'{}'"),
     waivedReason: p.text().nullable(),
     refundedTransactionId: p.bigint().nullable().index('transactions_refunded_transaction_id_index'),
+    reservationId: p.bigint().nullable(),
     createdAt: p.datetime().defaultRaw('now()'),
   },
 });

@@ -43,6 +43,8 @@ export interface TransactionRow {
   metadata: Record<string, string>;
   waivedReason?: string;
   refundedTransactionId?: string;
+  /** For a charge that captured a hold: the hold's id. */
+  reservationId?: string;
   createdAtMs: number;
 }
 
@@ -158,8 +160,10 @@ export async function appendTransaction(s: SqlSession, w: LedgerWrite): Promise<
         returning balance_millicredits
      ), txn as (
        insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, product, operation,
-                                 reference, reason, idempotency_key, metadata, waived_reason, refunded_transaction_id)
-       select $1, $4, $2::bigint, acct.balance_millicredits, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::bigint from acct
+                                 reference, reason, idempotency_key, metadata, waived_reason, refunded_transaction_id,
+                                 reservation_id)
+       select $1, $4, $2::bigint, acct.balance_millicredits, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::bigint, $17::bigint
+         from acct
        returning id, balance_after_millicredits, created_at
      ), post as (
        insert into postings (transaction_id, account, amount_millicredits)
@@ -191,6 +195,7 @@ export async function appendTransaction(s: SqlSession, w: LedgerWrite): Promise<
       w.postings.map((p) => p.amountMillicredits.toString()),
       w.requestHash,
       JSON.stringify(w.result, bigintReplacer),
+      w.reservationId ?? null,
     ],
   );
   const row = rows[0];
@@ -221,7 +226,7 @@ export function reviveBigints<T>(value: unknown): T {
 
 const TRANSACTION_COLUMNS = `id::text as id, user_id, type, amount_millicredits::text as amount,
   balance_after_millicredits::text as balance_after, product, operation, reference, reason, idempotency_key, metadata,
-  waived_reason, refunded_transaction_id::text as refunded_id,
+  waived_reason, refunded_transaction_id::text as refunded_id, reservation_id::text as reservation_id,
   floor(extract(epoch from created_at) * 1000)::text as created_ms`;
 
 function mapTransaction(row: Row): TransactionRow {
@@ -241,6 +246,7 @@ function mapTransaction(row: Row): TransactionRow {
   };
   if (typeof row.waived_reason === 'string') base.waivedReason = row.waived_reason;
   if (typeof row.refunded_id === 'string') base.refundedTransactionId = row.refunded_id;
+  if (typeof row.reservation_id === 'string') base.reservationId = row.reservation_id;
   return base;
 }
 
@@ -251,10 +257,12 @@ export async function listTransactions(
   options: { beforeId?: string; types?: readonly TransactionType[]; limit: number },
 ): Promise<TransactionRow[]> {
   const rows = await s.query(
-    `select ${TRANSACTION_COLUMNS} from transactions
-      where user_id = $1 and ($2::bigint is null or id < $2::bigint)
-        and ($3::text[] is null or type = any($3::text[]))
-      order by id desc limit $4`,
+    // Qualified column names: a bare "id" in ORDER BY would sort the text alias of the
+    // select list ("10" < "9"), while the cursor compares numbers.
+    `select ${TRANSACTION_COLUMNS} from transactions t
+      where t.user_id = $1 and ($2::bigint is null or t.id < $2::bigint)
+        and ($3::text[] is null or t.type = any($3::text[]))
+      order by t.id desc limit $4`,
     [userId, options.beforeId ?? null, options.types && options.types.length > 0 ? options.types : null, options.limit],
   );
   return rows.map(mapTransaction);

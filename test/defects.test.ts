@@ -1,0 +1,182 @@
+// The six defects of issue 8, each pinned by a test that failed on the code before its
+// fix: history order across digit boundaries, ids above int64, long deadlines, unknown
+// JSON fields, JSON decode errors without a typed detail, and captures that did not say
+// which hold they captured.
+import { Code } from '@connectrpc/connect';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
+import { TransactionType } from '../gen/billing/v1/types_pb.js';
+import { failure, key, startTestApp, type TestApp } from './support/app.js';
+
+let t: TestApp;
+
+beforeAll(async () => {
+  t = await startTestApp();
+});
+
+afterAll(async () => {
+  await t?.close();
+});
+
+function grant(userId: string, amount: bigint) {
+  return t.billing.grant({ userId, idempotencyKey: key('g'), grant: { case: 'amountMillicredits', value: amount }, reason: 'funds' });
+}
+
+/** Posts raw bytes to a Connect JSON endpoint and returns the status and parsed body. */
+async function postJson(path: string, body: string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${t.url}/${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body,
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+/** The first billing.v1.ErrorDetail of a Connect JSON error body, decoded from its debug form. */
+function jsonDetail(json: Record<string, unknown>): Record<string, unknown> | undefined {
+  const details = (json.details ?? []) as { type: string; debug?: Record<string, unknown> }[];
+  return details.find((d) => d.type === 'billing.v1.ErrorDetail')?.debug;
+}
+
+describe('history order and paging', () => {
+  it('lists newest first by numeric id across digit boundaries, and pages return every row once', async () => {
+    // Interleave two users so that one user's ids cross 9→10 and 99→100 with gaps.
+    const user = 'digits';
+    const mine: string[] = [];
+    for (let i = 0; i < 60; i += 1) {
+      mine.push((await grant(user, 1_000n)).transaction!.id);
+      await grant('digits-other', 1n);
+    }
+    expect(mine.some((id) => id.length === 1) && mine.some((id) => id.length === 3)).toBe(true);
+    const newestFirst = [...mine].reverse();
+    const all = await t.billing.listTransactions({ userId: user, pageSize: 100 });
+    expect(all.transactions.map((x) => x.id)).toEqual(newestFirst);
+    for (const pageSize of [1, 2, 3, 7, 10, 59]) {
+      const seen: string[] = [];
+      let pageToken = '';
+      do {
+        const page = await t.billing.listTransactions({ userId: user, pageSize, pageToken });
+        expect(page.transactions.length).toBeLessThanOrEqual(pageSize);
+        seen.push(...page.transactions.map((x) => x.id));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== '');
+      expect(seen, `page_size ${pageSize}`).toEqual(newestFirst);
+    }
+  });
+});
+
+describe('ids above int64', () => {
+  const tooBig = '9223372036854775808';
+
+  it('refuses Refund.transaction_id, reservation_id and page tokens past 2^63-1 as INVALID_ARGUMENT naming the field', async () => {
+    const user = 'int64-edge';
+    await grant(user, 10_000n);
+    const cases: [Promise<unknown>, string][] = [
+      [t.billing.refund({ userId: user, idempotencyKey: key(), transactionId: tooBig, reason: 'x' }), 'transaction_id'],
+      [t.billing.release({ userId: user, idempotencyKey: key(), reservationId: tooBig }), 'reservation_id'],
+      [
+        t.billing.charge({
+          userId: user,
+          idempotencyKey: key(),
+          product: 'muse',
+          usage: { case: 'amountMillicredits', value: 1n },
+          reservationId: tooBig,
+        }),
+        'reservation_id',
+      ],
+      [t.billing.listTransactions({ userId: user, pageToken: Buffer.from(`t1.${tooBig}`).toString('base64url') }), 'page_token'],
+    ];
+    for (const [call, field] of cases) {
+      const { error, detail } = await failure(call);
+      expect(error.code, field).toBe(Code.InvalidArgument);
+      expect(detail?.reason).toBe(ErrorReason.INVALID_FIELD);
+      expect(detail?.field).toBe(field);
+    }
+    // The largest id is still a valid id: it is just not found.
+    const max = await failure(t.billing.refund({ userId: user, idempotencyKey: key(), transactionId: '9223372036854775807', reason: 'x' }));
+    expect(max.detail?.reason).toBe(ErrorReason.TRANSACTION_NOT_FOUND);
+    const balance = await t.billing.getBalance({ userId: user });
+    expect(balance.balance?.balanceMillicredits).toBe(10_000n);
+  });
+});
+
+describe('deadlines', () => {
+  it('caps a 120 s deadline at the server maximum instead of refusing it (gRPC and Connect)', async () => {
+    const grpc = await t.billing.getBalance({ userId: 'deadline' }, { timeoutMs: 120_000 });
+    expect(grpc.balance?.balanceMillicredits).toBe(0n);
+    const connect = await t.billingHttp1.getBalance({ userId: 'deadline' }, { timeoutMs: 120_000 });
+    expect(connect.balance?.balanceMillicredits).toBe(0n);
+    const raw = await postJson('billing.v1.BillingService/GetBalance', '{"userId":"deadline"}', { 'connect-timeout-ms': '9999999999' });
+    expect(raw.status).toBe(200);
+  });
+});
+
+describe('Connect JSON decoding', () => {
+  it('refuses an unknown field by name and changes nothing', async () => {
+    const user = 'typo-user';
+    await grant(user, 700n);
+    const typo = await postJson(
+      'billing.v1.BillingService/Charge',
+      JSON.stringify({ userId: user, idempotencyKey: key(), product: 'muse', amountMillicredits: '1000', allowPartail: true }),
+    );
+    expect(typo.status).toBe(400);
+    expect(typo.json.code).toBe('invalid_argument');
+    expect(jsonDetail(typo.json)).toMatchObject({ reason: 'ERROR_REASON_INVALID_FIELD', field: 'allowPartail' });
+    const nested = await postJson(
+      'billing.v1.BillingService/Quote',
+      JSON.stringify({ userId: user, product: 'muse', tokenUsage: { model: 'gpt-5-mini', tokensInn: '5' } }),
+    );
+    expect(jsonDetail(nested.json)).toMatchObject({ field: 'token_usage.tokensInn' });
+    const balance = await t.billing.getBalance({ userId: user });
+    expect(balance.balance?.balanceMillicredits).toBe(700n);
+  });
+
+  it('gives every decode failure a typed detail, an accurate message, and counts it', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['"9223372036854775808"', 'amount_millicredits', /out of range/],
+      ['"1.5"', 'amount_millicredits', /not an integer/],
+      ['"abc"', 'amount_millicredits', /not an integer/],
+      ['"1e3"', 'amount_millicredits', /not an integer/],
+      ['9007199254740993', 'amount_millicredits', /string/],
+    ];
+    for (const [value, field, message] of cases) {
+      const body = `{"userId":"dec","idempotencyKey":"k1","product":"muse","amountMillicredits":${value}}`;
+      const res = await postJson('billing.v1.BillingService/Charge', body);
+      expect(res.json.code, value).toBe('invalid_argument');
+      expect(String(res.json.message), value).toMatch(message);
+      expect(jsonDetail(res.json), value).toMatchObject({ reason: 'ERROR_REASON_INVALID_FIELD', field });
+    }
+    const bool = await postJson('billing.v1.BillingService/Charge', '{"userId":"dec","allowPartial":"yes"}');
+    expect(jsonDetail(bool.json)).toMatchObject({ field: 'allow_partial' });
+    const garbage = await postJson('billing.v1.BillingService/Charge', '{"userId":');
+    expect(garbage.json.code).toBe('invalid_argument');
+    expect(jsonDetail(garbage.json)).toMatchObject({ reason: 'ERROR_REASON_MALFORMED_REQUEST' });
+    const metrics = await t.app.metrics.registry.metrics();
+    const counted = /billing_rpc_calls_total\{procedure="billing\.v1\.BillingService\/Charge",code="InvalidArgument"\} (\d+)/.exec(metrics);
+    expect(Number(counted?.[1])).toBeGreaterThanOrEqual(cases.length + 2);
+    const rows = await t.app.db.query("select 1 from user_accounts where user_id = 'dec'");
+    expect(rows).toHaveLength(0);
+  });
+});
+
+describe('captures', () => {
+  it('records the captured hold on the charge transaction and shows it in history', async () => {
+    const user = 'capture-user';
+    await grant(user, 10_000n);
+    const hold = await t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: { case: 'amountMillicredits', value: 3_000n } });
+    const reservationId = hold.reservation!.id;
+    const charged = await t.billing.charge({
+      userId: user,
+      idempotencyKey: key(),
+      product: 'muse',
+      usage: { case: 'amountMillicredits', value: 2_000n },
+      reservationId,
+    });
+    expect(charged.transaction?.reservationId).toBe(reservationId);
+    const plain = await t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1n } });
+    expect(plain.transaction?.reservationId).toBe('');
+    const history = await t.billing.listTransactions({ userId: user, types: [TransactionType.CHARGE] });
+    expect(history.transactions.map((x) => x.reservationId)).toEqual(['', reservationId]);
+  });
+});
