@@ -5,11 +5,11 @@ import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect
 import pino from 'pino';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
-import { ErrorDetailSchema, type ErrorDetail } from '../../gen/billing/v1/errors_pb.js';
+import { ErrorDetailSchema, type ErrorDetail, type ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { openDatabase } from '../../src/storage/database.js';
-import { ConnectError } from '@connectrpc/connect';
+import { type Code, ConnectError } from '@connectrpc/connect';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export interface TestApp {
@@ -29,6 +29,11 @@ export interface TestAppOptions {
   readonly env?: Record<string, string>;
   /** Share this PostgreSQL database (another app's) instead of creating one; it is not dropped on close. */
   readonly databaseUrl?: string;
+  /**
+   * Run the scheduled jobs (hold sweeper, daily top-up) in the background. Off by default:
+   * a test must not race a sweep it did not ask for, or get a top-up when it crosses 00:00 UTC.
+   */
+  readonly jobs?: boolean;
 }
 
 export async function startTestApp(options: TestAppOptions = {}): Promise<TestApp> {
@@ -47,7 +52,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
     dataDir: 'memory://',
     poolSizeMax: 24,
   });
-  const app = await build(config, { db, metrics: false, log: pino({ level: 'silent' }) });
+  const app = await build(config, { db, metrics: false, jobs: options.jobs ?? false, log: pino({ level: 'silent' }) });
   const url = `http://127.0.0.1:${app.server.port}`;
   const grpc: Transport = createGrpcTransport({ baseUrl: url });
   const connect: Transport = createConnectTransport({ baseUrl: url, httpVersion: '1.1' });
@@ -66,6 +71,26 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
   };
 }
 
+/** How one call ended: its reply, or the ConnectError and typed detail it was refused with. */
+export type Outcome<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly error: ConnectError; readonly detail: ErrorDetail | undefined };
+
+/** Settles a call into its Outcome without throwing, so every call of a race can be checked. */
+export async function outcome<T>(call: Promise<T>): Promise<Outcome<T>> {
+  try {
+    return { ok: true, value: await call };
+  } catch (error) {
+    const connectError = ConnectError.from(error);
+    return { ok: false, error: connectError, detail: connectError.findDetails(ErrorDetailSchema)[0] };
+  }
+}
+
+/** A refused call as [code, reason], to compare with one toEqual; "succeeded" for a reply. */
+export function refusal(o: Outcome<unknown>): [Code, ErrorReason | undefined] | 'succeeded' {
+  return o.ok ? 'succeeded' : [o.error.code, o.detail?.reason];
+}
+
 /** The ConnectError a call failed with and its typed detail; throws if it succeeded. */
 export async function failure(call: Promise<unknown>): Promise<{ error: ConnectError; detail: ErrorDetail | undefined }> {
   try {
@@ -82,4 +107,21 @@ let counter = 0;
 export function key(prefix = 'k'): string {
   counter += 1;
   return `${prefix}-${process.pid}-${Date.now()}-${counter}`;
+}
+
+/** Seconds from the database's clock to the next 00:00 UTC. */
+export async function secondsToUtcMidnight(db: App['db']): Promise<number> {
+  const [row] = await db.query<{ s: string }>(
+    `select extract(epoch from (date_trunc('day', now() at time zone 'utc') + interval '1 day') - now() at time zone 'utc')::text as s`,
+  );
+  return Number(row!.s);
+}
+
+/**
+ * Waits out the last `marginSeconds` of a UTC day by the database's clock, so a test that
+ * counts per-day usage (free operations, top-ups) starts and ends on the same day.
+ */
+export async function awayFromUtcMidnight(db: App['db'], marginSeconds = 30): Promise<void> {
+  const left = await secondsToUtcMidnight(db);
+  if (left < marginSeconds) await new Promise((resolve) => setTimeout(resolve, (left + 1) * 1000));
 }
