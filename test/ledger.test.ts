@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { sqlState } from '../src/storage/database.js';
+import { failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -135,22 +136,111 @@ describe('refunds', () => {
     expect(notCharge.detail?.reason).toBe(ErrorReason.NOT_A_CHARGE);
   });
 
-  it('keeps refunds within the charge under concurrency', async () => {
+  it('keeps refunds within the charge under concurrency; every loser is REFUND_EXCEEDS_CHARGE', async () => {
     const user = 'refund-race';
     await grant(user, 10_000n);
     const charge = await chargeAmount(user, 5_000n);
-    const attempts = Array.from({ length: 20 }, () =>
-      t.billing.refund({
-        userId: user,
-        idempotencyKey: key('rr'),
-        transactionId: charge.transaction!.id,
-        amountMillicredits: 1_000n,
-        reason: 'race',
-      }),
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        outcome(
+          t.billing.refund({
+            userId: user,
+            idempotencyKey: key('rr'),
+            transactionId: charge.transaction!.id,
+            amountMillicredits: 1_000n,
+            reason: 'race',
+          }),
+        ),
+      ),
     );
-    const settled = await Promise.allSettled(attempts);
-    expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(5);
+    const won = outcomes.filter((o) => o.ok);
+    expect(won).toHaveLength(5);
+    for (const o of won) expect(o.value.transaction?.amountMillicredits).toBe(1_000n);
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(15);
+    for (const o of lost) {
+      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.REFUND_EXCEEDS_CHARGE]);
+      expect(o.detail?.availableMillicredits).toBe(0n); // the winners took all 5,000
+      expect(o.detail?.requiredMillicredits).toBe(1_000n);
+    }
     expect((await t.billing.getBalance({ userId: user })).balance?.balanceMillicredits).toBe(10_000n);
+  });
+});
+
+describe('postings', () => {
+  /** The postings of one transaction, by account. */
+  async function postingsOf(transactionId: string): Promise<Record<string, string>> {
+    const rows = await t.app.db.query<{ account: string; amount: string }>(
+      'select account, amount_millicredits::text as amount from postings where transaction_id = $1::bigint',
+      [transactionId],
+    );
+    return Object.fromEntries(rows.map((r) => [r.account, r.amount]));
+  }
+
+  it('a grant moves credits from system:grants, a charge to its product\'s revenue, a refund back from that revenue', async () => {
+    const user = 'posting-user';
+    const granted = await grant(user, 9_000n);
+    expect(await postingsOf(granted.transaction!.id)).toEqual({ 'system:grants': '-9000', 'user:posting-user': '9000' });
+    // Two products, so a refund that posted from the wrong revenue account would show.
+    const studio = await t.billing.charge({
+      userId: user,
+      idempotencyKey: key(),
+      product: 'studio',
+      usage: { case: 'amountMillicredits', value: 3_000n },
+    });
+    const muse = await chargeAmount(user, 2_000n);
+    expect(await postingsOf(studio.transaction!.id)).toEqual({ 'user:posting-user': '-3000', 'system:revenue:studio': '3000' });
+    expect(await postingsOf(muse.transaction!.id)).toEqual({ 'user:posting-user': '-2000', 'system:revenue:muse': '2000' });
+    const refund = await t.billing.refund({
+      userId: user,
+      idempotencyKey: key(),
+      transactionId: studio.transaction!.id,
+      amountMillicredits: 1_200n,
+      reason: 'bad output',
+    });
+    expect(refund.transaction?.product).toBe('studio');
+    expect(await postingsOf(refund.transaction!.id)).toEqual({ 'user:posting-user': '1200', 'system:revenue:studio': '-1200' });
+    // A charge of nothing (allow_partial on an empty balance) moves nothing: no postings at all.
+    const drained = await chargeAmount(user, 5_200n); // 9,000 − 3,000 − 2,000 + 1,200
+    expect(drained.balance?.balanceMillicredits).toBe(0n);
+    const empty = await t.billing.charge({
+      userId: user,
+      idempotencyKey: key(),
+      product: 'muse',
+      usage: { case: 'amountMillicredits', value: 500n },
+      allowPartial: true,
+    });
+    expect([empty.chargedMillicredits, empty.shortfallMillicredits]).toEqual([0n, 500n]);
+    expect(await postingsOf(empty.transaction!.id)).toEqual({});
+  });
+});
+
+describe('the ledger drift check', () => {
+  it('refuses a write whose stored balance is not the one computed under the lock, and writes nothing', async () => {
+    const user = 'drift-user';
+    await grant(user, 5_000n);
+    // A trigger stands in for any writer that moves the balance behind the account lock
+    // (a lost lock, a stray UPDATE): the stored result then differs from the computed one.
+    await t.app.db.query(`create function test_drift() returns trigger language plpgsql as $$
+      begin new.balance_millicredits := new.balance_millicredits + 1; return new; end $$`);
+    await t.app.db.query(`create trigger test_drift before update on user_accounts for each row
+      when (new.user_id = 'drift-user') execute function test_drift()`);
+    try {
+      const { error } = await failure(chargeAmount(user, 1_000n));
+      expect(error.code).toBe(Code.Internal);
+    } finally {
+      await t.app.db.query('drop trigger test_drift on user_accounts');
+      await t.app.db.query('drop function test_drift()');
+    }
+    const [row] = await t.app.db.query<{ balance: string; transactions: number; postings: number }>(
+      `select a.balance_millicredits::text as balance,
+              (select count(*)::int from transactions where user_id = a.user_id) as transactions,
+              (select count(*)::int from postings where account = 'user:' || a.user_id) as postings
+         from user_accounts a where a.user_id = $1`,
+      [user],
+    );
+    expect(row).toEqual({ balance: '5000', transactions: 1, postings: 1 });
+    expect((await chargeAmount(user, 1_000n)).balance?.balanceMillicredits).toBe(4_000n);
   });
 });
 
@@ -230,17 +320,19 @@ describe('history', () => {
 });
 
 describe('concurrency', () => {
-  it('96 concurrent Charges on one account never overdraw', async () => {
+  it('96 concurrent Charges on one account never overdraw; every loser is INSUFFICIENT_BALANCE', async () => {
     const user = 'hot-user';
     await grant(user, 40_000n); // affords exactly 40 charges of 1,000
-    const results = await Promise.allSettled(Array.from({ length: 96 }, () => chargeAmount(user, 1_000n)));
-    const ok = results.filter((r) => r.status === 'fulfilled');
-    const refused = results.filter((r) => r.status === 'rejected');
-    expect(ok).toHaveLength(40);
-    expect(refused).toHaveLength(56);
-    for (const r of refused) {
-      const { detail } = await failure(Promise.reject((r as PromiseRejectedResult).reason));
-      expect(detail?.reason).toBe(ErrorReason.INSUFFICIENT_BALANCE);
+    const outcomes = await Promise.all(Array.from({ length: 96 }, () => outcome(chargeAmount(user, 1_000n))));
+    const won = outcomes.filter((o) => o.ok);
+    expect(won).toHaveLength(40);
+    for (const o of won) expect(o.value.chargedMillicredits).toBe(1_000n);
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(56);
+    for (const o of lost) {
+      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+      expect(o.detail?.requiredMillicredits).toBe(1_000n);
+      expect(o.detail?.availableMillicredits).toBeLessThan(1_000n);
     }
     expect((await t.billing.getBalance({ userId: user })).balance?.balanceMillicredits).toBe(0n);
     const report = await verifyLedger(t.app.db);
@@ -249,24 +341,202 @@ describe('concurrency', () => {
     expect(zero[0]?.total).toBe('0');
   });
 
-  it('concurrent Charges spread over accounts with mixed sizes keep every invariant', async () => {
-    const seed = Number(process.env.TEST_SEED ?? Date.now() % 1_000_000);
-    console.log(`concurrency spread seed: ${seed} (set TEST_SEED to repeat)`);
-    let state = seed;
-    const random = (n: number) => {
-      state = (state * 1_103_515_245 + 12_345) % 2_147_483_648;
-      return state % n;
-    };
+  it('concurrent Charges spread over accounts: each is charged in full or refused, and balances add up', async () => {
+    const seed = Number(process.env.TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
+    console.log(`concurrency spread seed: ${seed} (set TEST_SEED=${seed} to repeat)`);
+    const random = prng(seed);
     const users = Array.from({ length: 8 }, (_, i) => `spread-${seed}-${i}`);
-    await Promise.all(users.map((u) => grant(u, 5_000n)));
-    const calls = Array.from({ length: 128 }, () =>
-      chargeAmount(users[random(users.length)]!, BigInt(1 + random(900))).catch(() => undefined),
+    // Funds well below the ~7 credits of charges each account draws, so both outcomes occur.
+    const funds = users.map(() => BigInt(1_000 + random(3_000)));
+    await Promise.all(users.map((u, i) => grant(u, funds[i]!)));
+    const draws = Array.from({ length: 128 }, () => ({
+      user: random(users.length),
+      amount: BigInt(1 + random(900)),
+      allowPartial: random(4) === 0,
+    }));
+    expect(new Set(draws.map((d) => d.user)).size, `seed ${seed}: every account is drawn`).toBe(users.length);
+    const outcomes = await Promise.all(
+      draws.map((d) =>
+        outcome(
+          t.billing.charge({
+            userId: users[d.user]!,
+            idempotencyKey: key('spread'),
+            product: 'muse',
+            usage: { case: 'amountMillicredits', value: d.amount },
+            allowPartial: d.allowPartial,
+          }),
+        ),
+      ),
     );
-    await Promise.all(calls);
-    for (const u of users) {
+    const charged = users.map(() => 0n);
+    const acknowledged = users.map(() => 0);
+    outcomes.forEach((o, i) => {
+      const d = draws[i]!;
+      const what = `seed ${seed}, draw ${i}: ${d.amount} from ${users[d.user]}${d.allowPartial ? ' (partial)' : ''}`;
+      if (o.ok) {
+        expect(o.value.chargedMillicredits + o.value.shortfallMillicredits, what).toBe(d.amount);
+        if (!d.allowPartial) expect(o.value.chargedMillicredits, what).toBe(d.amount);
+        charged[d.user]! += o.value.chargedMillicredits;
+        acknowledged[d.user]! += 1;
+      } else {
+        // Only a charge that may not go partial can be refused, and only for want of funds.
+        expect(refusal(o), what).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+        expect(d.allowPartial, what).toBe(false);
+        expect(o.detail?.requiredMillicredits, what).toBe(d.amount);
+        expect(o.detail?.availableMillicredits, what).toBeLessThan(d.amount);
+      }
+    });
+    expect(outcomes.some((o) => o.ok) && outcomes.some((o) => !o.ok), `seed ${seed}: both outcomes occur`).toBe(true);
+    for (const [i, u] of users.entries()) {
       const b = (await t.billing.getBalance({ userId: u })).balance!;
-      expect(b.balanceMillicredits).toBeGreaterThanOrEqual(0n);
+      expect(b.balanceMillicredits, `seed ${seed}: ${u}`).toBe(funds[i]! - charged[i]!);
+      const [row] = await t.app.db.query<{ n: number }>(
+        "select count(*)::int as n from transactions where user_id = $1 and type = 'CHARGE'",
+        [u],
+      );
+      expect(row?.n, `seed ${seed}: ${u} has one CHARGE per acknowledged call`).toBe(acknowledged[i]);
     }
     expect((await verifyLedger(t.app.db)).violations).toEqual([]);
+  });
+});
+
+/** mulberry32: a seeded PRNG whose every step stays within 32-bit integers; random(n) is in [0, n). */
+function prng(seed: number): (n: number) => number {
+  let state = seed >>> 0;
+  return (n) => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let x = state;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return Math.floor((((x ^ (x >>> 14)) >>> 0) / 4_294_967_296) * n);
+  };
+}
+
+describe('the schema\'s CHECK constraints', () => {
+  // Each constraint with writes it must accept (its boundary) and writes it must refuse.
+  // Every statement runs after FIXTURE in its own transaction, which is rolled back.
+  const FIXTURE = [
+    "insert into user_accounts (user_id, balance_millicredits) values ('ck-user', 100)",
+    `insert into transactions (id, user_id, type, amount_millicredits, balance_after_millicredits)
+       values (9000000000000000000, 'ck-user', 'GRANT', 100, 100)`,
+    "insert into promo_codes (code, amount_millicredits, max_redemptions, redemptions) values ('CK', 1, 2, 1)",
+    `insert into reservations (id, user_id, amount_millicredits, status, expires_at)
+       values (9000000000000000000, 'ck-user', 1, 'CAPTURED', now())`,
+  ];
+  const account = (set: string) => `update user_accounts set ${set} where user_id = 'ck-user'`;
+  const transaction = (type: string, amount: number, more: { balanceAfter?: number; refunded?: string; reservation?: string } = {}) =>
+    `insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, refunded_transaction_id,
+                               reservation_id)
+       values ('ck-user', '${type}', ${amount}, ${more.balanceAfter ?? 0}, ${more.refunded ?? 'null'}, ${more.reservation ?? 'null'})`;
+  const refund = (amount: number) => transaction('REFUND', amount, { refunded: '9000000000000000000' });
+  const posting = (amount: number) =>
+    `insert into postings (transaction_id, account, amount_millicredits) values (9000000000000000000, 'system:ck', ${amount})`;
+  const idempotency = (length: number) =>
+    `insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ('ck-user', repeat('k', ${length}), 'h', '{}')`;
+  const reservation = (amount: number, status = 'ACTIVE') =>
+    `insert into reservations (user_id, amount_millicredits, status, expires_at) values ('ck-user', ${amount}, '${status}', now())`;
+  const promo = (amount: number, max: number, redemptions: number) =>
+    `insert into promo_codes (code, amount_millicredits, max_redemptions, redemptions) values ('CK2', ${amount}, ${max}, ${redemptions})`;
+  const CHECKS: { name: string; accepts: string[]; refuses: string[] }[] = [
+    {
+      name: 'user_accounts_user_id_length',
+      accepts: ["insert into user_accounts (user_id) values (repeat('u', 128))"],
+      refuses: ["insert into user_accounts (user_id) values ('')", "insert into user_accounts (user_id) values (repeat('u', 129))"],
+    },
+    { name: 'user_accounts_balance_nonnegative', accepts: [account('balance_millicredits = 0')], refuses: [account('balance_millicredits = -1')] },
+    { name: 'user_accounts_reserved_nonnegative', accepts: [account('reserved_millicredits = 0')], refuses: [account('reserved_millicredits = -1')] },
+    {
+      name: 'user_accounts_reserved_within_balance',
+      accepts: [account('reserved_millicredits = 100')],
+      refuses: [account('reserved_millicredits = 101')],
+    },
+    {
+      name: 'user_accounts_balance_max',
+      accepts: [account('balance_millicredits = 1000000000000000')],
+      refuses: [account('balance_millicredits = 1000000000000001')],
+    },
+    {
+      name: 'user_accounts_plan_known',
+      accepts: ['FREE', 'PRO', 'ADMIN'].map((plan) => account(`plan = '${plan}'`)),
+      refuses: [account("plan = 'GOLD'"), account("plan = 'free'")],
+    },
+    {
+      name: 'transactions_type_known',
+      accepts: [transaction('CHARGE', -1), refund(1), ...['GRANT', 'PROMO', 'DAILY_TOP_UP', 'DEPOSIT'].map((type) => transaction(type, 1))],
+      refuses: [transaction('BONUS', 1), transaction('grant', 1)],
+    },
+    {
+      name: 'transactions_balance_after_nonnegative',
+      accepts: [transaction('GRANT', 1, { balanceAfter: 0 })],
+      refuses: [transaction('GRANT', 1, { balanceAfter: -1 })],
+    },
+    {
+      name: 'transactions_refund_is_credit',
+      accepts: [refund(1)],
+      refuses: [refund(0), refund(-1), transaction('REFUND', 1)],
+    },
+    { name: 'transactions_charge_is_debit', accepts: [transaction('CHARGE', 0), transaction('CHARGE', -1)], refuses: [transaction('CHARGE', 1)] },
+    {
+      name: 'transactions_reservation_on_charge',
+      accepts: [transaction('CHARGE', -1, { reservation: '9000000000000000000' })],
+      refuses: [
+        transaction('GRANT', 1, { reservation: '9000000000000000000' }),
+        transaction('REFUND', 1, { refunded: '9000000000000000000', reservation: '9000000000000000000' }),
+      ],
+    },
+    { name: 'postings_amount_nonzero', accepts: [posting(1), posting(-1)], refuses: [posting(0)] },
+    { name: 'idempotency_keys_key_length', accepts: [idempotency(1), idempotency(255)], refuses: [idempotency(0), idempotency(256)] },
+    { name: 'reservations_amount_nonnegative', accepts: [reservation(0)], refuses: [reservation(-1)] },
+    {
+      name: 'reservations_status_known',
+      accepts: ['ACTIVE', 'CAPTURED', 'RELEASED', 'EXPIRED'].map((status) => reservation(1, status)),
+      refuses: [reservation(1, 'PENDING'), reservation(1, 'active')],
+    },
+    {
+      name: 'daily_free_usage_used_nonnegative',
+      accepts: ["insert into daily_free_usage (user_id, day, used) values ('ck-user', current_date, 0)"],
+      refuses: ["insert into daily_free_usage (user_id, day, used) values ('ck-user', current_date, -1)"],
+    },
+    { name: 'promo_codes_amount_positive', accepts: [promo(1, 0, 0)], refuses: [promo(0, 0, 0), promo(-1, 0, 0)] },
+    { name: 'promo_codes_max_nonnegative', accepts: [promo(1, 0, 0)], refuses: [promo(1, -1, 0)] },
+    {
+      name: 'promo_codes_within_cap',
+      accepts: [promo(1, 2, 2), promo(1, 0, 5), "update promo_codes set redemptions = 2 where code = 'CK'"],
+      refuses: [promo(1, 2, 3), "update promo_codes set redemptions = 3 where code = 'CK'"],
+    },
+  ];
+
+  const ROLLBACK = new Error('rolled back on purpose');
+
+  /** Runs FIXTURE and one statement in a transaction that never commits; the SQL error, if any. */
+  async function attempt(sql: string): Promise<{ code?: string; constraint?: string }> {
+    try {
+      await t.app.db.transaction(async (s) => {
+        for (const statement of [...FIXTURE, sql]) await s.query(statement);
+        throw ROLLBACK;
+      });
+    } catch (error) {
+      if (error === ROLLBACK) return {};
+      return sqlState(error);
+    }
+    throw new Error('the transaction committed');
+  }
+
+  it('are exactly the ones tested here (a new CHECK constraint needs a row in this table)', async () => {
+    const rows = await t.app.db.query<{ name: string }>(
+      "select conname as name from pg_constraint where contype = 'c' and connamespace = 'public'::regnamespace order by conname",
+    );
+    expect(rows.map((r) => r.name)).toEqual(CHECKS.map((c) => c.name).sort());
+  });
+
+  it('each accepts its boundary and refuses a violating write with SQLSTATE 23514 and its own name', async () => {
+    for (const check of CHECKS) {
+      for (const sql of check.accepts) expect(await attempt(sql), `${check.name} accepts: ${sql}`).toEqual({});
+      for (const sql of check.refuses) {
+        expect(await attempt(sql), `${check.name} refuses: ${sql}`).toEqual({ code: '23514', constraint: check.name });
+      }
+    }
+    const [left] = await t.app.db.query<{ n: number }>("select count(*)::int as n from user_accounts where user_id = 'ck-user'");
+    expect(left?.n).toBe(0);
   });
 });
