@@ -3,6 +3,7 @@
 // JSON fields, JSON decode errors without a typed detail, and captures that did not say
 // which hold they captured.
 import { Code } from '@connectrpc/connect';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
@@ -65,6 +66,89 @@ describe('history order and paging', () => {
     }
   });
 });
+
+describe('paging property', () => {
+  // Seeded: PAGING_SEED replays a failure; the seed is printed either way.
+  const seed = Number(process.env.PAGING_SEED ?? Date.now() % 2 ** 31);
+  const params = { seed, numRuns: Number(process.env.PAGING_RUNS ?? 12), endOnFailure: true };
+
+  it('every transaction that existed when paging started appears exactly once, newest first, with writes in between', async () => {
+    console.log(`paging property (transactions): PAGING_SEED=${seed}`);
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 25 }),
+        fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 12 }),
+        fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 12 }),
+        async (count, pageSizes, writesBetween) => {
+          run += 1;
+          const user = `paging-${seed}-${run}`;
+          const before: string[] = [];
+          for (let i = 0; i < count; i += 1) {
+            before.push((await grant(user, 1n)).transaction!.id);
+            if (i % 3 === 0) await grant(`${user}-noise`, 1n);
+          }
+          const seen: string[] = [];
+          let pageToken = '';
+          for (let page = 0; ; page += 1) {
+            const pageSize = pageSizes[page % pageSizes.length]!;
+            const res = await t.billing.listTransactions({ userId: user, pageSize, pageToken });
+            expect(res.transactions.length).toBeLessThanOrEqual(pageSize);
+            seen.push(...res.transactions.map((x) => x.id));
+            for (let w = 0; w < (writesBetween[page] ?? 0); w += 1) await grant(user, 1n);
+            pageToken = res.nextPageToken;
+            if (pageToken === '') break;
+          }
+          // Rows written while paging are newer than the first page, so they never show up later.
+          expect(seen, `seed ${seed}`).toEqual([...before].reverse());
+        },
+      ),
+      params,
+    );
+  });
+
+  it('every promo code appears exactly once, newest first, with codes created in between', async () => {
+    console.log(`paging property (promo codes): PAGING_SEED=${seed}`);
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 12 }),
+        fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 6 }),
+        async (count, pageSizes) => {
+          run += 1;
+          for (let i = 0; i < count; i += 1) {
+            await t.admin.createPromoCode({ code: `P${seed}X${run}X${i}`, amountMillicredits: 1_000n });
+          }
+          const expected = await allPromoCodes(100);
+          const seen: string[] = [];
+          let pageToken = '';
+          for (let page = 0; ; page += 1) {
+            const res = await t.admin.listPromoCodes({ pageSize: pageSizes[page % pageSizes.length]!, pageToken });
+            seen.push(...res.promoCodes.map((c) => c.code));
+            await t.admin.createPromoCode({ code: `Q${seed}X${run}X${page}`, amountMillicredits: 1_000n });
+            pageToken = res.nextPageToken;
+            if (pageToken === '') break;
+          }
+          expect(seen, `seed ${seed}`).toEqual(expected);
+          expect(new Set(seen).size).toBe(seen.length);
+        },
+      ),
+      params,
+    );
+  });
+});
+
+/** Every promo code, newest first, read in pages of pageSize. */
+async function allPromoCodes(pageSize: number): Promise<string[]> {
+  const codes: string[] = [];
+  let pageToken = '';
+  do {
+    const res = await t.admin.listPromoCodes({ pageSize, pageToken });
+    codes.push(...res.promoCodes.map((c) => c.code));
+    pageToken = res.nextPageToken;
+  } while (pageToken !== '');
+  return codes;
+}
 
 describe('ids above int64', () => {
   const tooBig = '9223372036854775808';

@@ -71,10 +71,12 @@ export async function findPromoCode(s: Query, code: string): Promise<PromoCodeRo
  */
 export async function listPromoCodes(s: Query, options: { afterCode?: string; limit: number }): Promise<PromoCodeRow[]> {
   const rows = await s.query(
-    `select ${PROMO_COLUMNS} from promo_codes
+    // Qualified column names, so that ORDER BY can never pick up a text alias of the select
+    // list (it sorts by the real timestamp, as the cursor compares).
+    `select ${PROMO_COLUMNS} from promo_codes p
       where $1::text is null
-         or (created_at, code) < (select c.created_at, c.code from promo_codes c where c.code = $1)
-      order by created_at desc, code desc
+         or (p.created_at, p.code) < (select c.created_at, c.code from promo_codes c where c.code = $1)
+      order by p.created_at desc, p.code desc
       limit $2`,
     [options.afterCode ?? null, options.limit],
   );
