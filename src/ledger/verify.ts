@@ -106,6 +106,37 @@ const CHECKS: readonly Check[] = [
     }),
   },
   {
+    invariant: 'refunds_within_charge',
+    // A refund names a charge of the same user, and the refunds of a charge never add up
+    // to more than it debited.
+    sql: `select c.id::text as id, c.user_id, (-c.amount_millicredits)::text as charged,
+                 sum(r.amount_millicredits)::text as refunded, bool_and(c.type = 'CHARGE' and c.user_id = r.user_id) as linked
+            from transactions r join transactions c on c.id = r.refunded_transaction_id
+           where r.type = 'REFUND'
+           group by c.id, c.user_id, c.amount_millicredits, c.type
+          having sum(r.amount_millicredits) > -c.amount_millicredits or not bool_and(c.type = 'CHARGE' and c.user_id = r.user_id)`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: String(r.id),
+      description: r.linked
+        ? `refunds of ${String(r.refunded)} exceed the ${String(r.charged)} charged`
+        : 'refunded by a refund of another user, or not a charge',
+    }),
+  },
+  {
+    invariant: 'capture_matches_hold',
+    // A charge that names a hold captured it: the hold is the same user's and CAPTURED.
+    sql: `select t.id::text as id, t.user_id, t.reservation_id::text as hold, r.status, r.user_id as hold_user
+            from transactions t left join reservations r on r.id = t.reservation_id
+           where t.reservation_id is not null
+             and (r.id is null or r.status <> 'CAPTURED' or r.user_id <> t.user_id)`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: String(r.id),
+      description: `captures hold ${String(r.hold)}, which is ${String(r.status ?? 'missing')} for ${String(r.hold_user ?? 'nobody')}`,
+    }),
+  },
+  {
     invariant: 'promo_redemptions_counted',
     sql: `select c.code, c.redemptions::text as stored, count(r.user_id)::text as derived
             from promo_codes c left join promo_redemptions r on r.code = c.code
