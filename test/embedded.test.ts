@@ -1,9 +1,10 @@
 // Smoke test of the core RPCs on the embedded database (PGlite in memory): the quick
 // start's database, with its single connection shared by concurrent requests.
+import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -38,16 +39,20 @@ describe('embedded database', () => {
   it('serialises concurrent charges on its one connection without overdrawing', async () => {
     const user = 'embedded-hot';
     await t.billing.grant({ userId: user, idempotencyKey: key(), grant: { case: 'amountMillicredits', value: 10_000n }, reason: 'r' });
-    const results = await Promise.allSettled(
+    const outcomes = await Promise.all(
       Array.from({ length: 40 }, () =>
-        t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1_000n } }),
+        outcome(t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1_000n } })),
       ),
     );
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(10);
-    const { detail } = await failure(
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(10);
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(30);
+    for (const o of lost) expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+    expect((await t.billing.getBalance({ userId: user })).balance?.balanceMillicredits).toBe(0n);
+    const { error, detail } = await failure(
       t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1n } }),
     );
-    expect(detail?.reason).toBe(ErrorReason.INSUFFICIENT_BALANCE);
+    expect([error.code, detail?.reason]).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
     const same = key('dup');
     const dupes = await Promise.all(
       Array.from({ length: 8 }, () =>

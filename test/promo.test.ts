@@ -2,12 +2,12 @@
 // refusal with its reason, idempotent replays, and the cap and once-per-user rules under
 // concurrent redemptions.
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorDetailSchema, ErrorReason } from '../gen/billing/v1/errors_pb.js';
+import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -30,10 +30,6 @@ function createCode(code: string, amount: bigint, maxRedemptions = 0n, expiresAt
 
 function redeem(userId: string, code: string, idempotencyKey = key('redeem')) {
   return t.billing.redeem({ userId, idempotencyKey, code });
-}
-
-function reasonOf(error: unknown): ErrorReason | undefined {
-  return ConnectError.from(error).findDetails(ErrorDetailSchema)[0]?.reason;
 }
 
 describe('managing codes', () => {
@@ -189,23 +185,34 @@ describe('under concurrency', () => {
   it('50 users redeeming a code capped at 10: exactly 10 succeed, the rest are EXHAUSTED', async () => {
     await createCode('CAPPED10', 2_000n, 10n);
     const users = Array.from({ length: 50 }, (_, i) => `cap-user-${i}`);
-    const results = await Promise.allSettled(users.map((u) => redeem(u, 'capped10')));
-    const ok = results.filter((r) => r.status === 'fulfilled');
-    expect(ok).toHaveLength(10);
-    for (const r of results) {
-      if (r.status === 'rejected') expect(reasonOf(r.reason)).toBe(ErrorReason.PROMO_CODE_EXHAUSTED);
+    const outcomes = await Promise.all(users.map((u) => outcome(redeem(u, 'capped10'))));
+    const won = outcomes.filter((o) => o.ok);
+    expect(won).toHaveLength(10);
+    for (const o of won) expect(o.value.transaction?.amountMillicredits).toBe(2_000n);
+    // The schema's cap constraint would also stop an 11th, but as an internal error.
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(40);
+    for (const o of lost) {
+      expect(refusal(o)).toEqual([Code.ResourceExhausted, ErrorReason.PROMO_CODE_EXHAUSTED]);
+      expect([o.detail?.field, o.detail?.subject]).toEqual(['code', 'CAPPED10']);
     }
     expect((await t.admin.getPromoCode({ code: 'CAPPED10' })).promoCode?.redemptions).toBe(10n);
     const rows = await t.app.db.query(`select count(*)::int as n from promo_redemptions where code = 'CAPPED10'`);
     expect(rows[0]?.n).toBe(10);
+    // Losers leave no trace: only the winners have an account, holding the code's amount.
+    const accounts = await t.app.db.query(`select balance_millicredits::text as b from user_accounts where user_id like 'cap-user-%'`);
+    expect(accounts).toEqual(Array.from({ length: 10 }, () => ({ b: '2000' })));
   });
 
   it('one user redeeming one code 20 times with different keys: exactly one succeeds', async () => {
     await createCode('DOUBLE-DIP', 4_000n);
-    const results = await Promise.allSettled(Array.from({ length: 20 }, () => redeem('dipper', 'DOUBLE-DIP')));
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
-    for (const r of results) {
-      if (r.status === 'rejected') expect(reasonOf(r.reason)).toBe(ErrorReason.PROMO_CODE_ALREADY_REDEEMED);
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => outcome(redeem('dipper', 'DOUBLE-DIP'))));
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(1);
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(19);
+    for (const o of lost) {
+      expect(refusal(o)).toEqual([Code.AlreadyExists, ErrorReason.PROMO_CODE_ALREADY_REDEEMED]);
+      expect(o.detail?.subject).toBe('DOUBLE-DIP');
     }
     expect((await t.billing.getBalance({ userId: 'dipper' })).balance?.balanceMillicredits).toBe(4_000n);
     expect((await t.admin.getPromoCode({ code: 'DOUBLE-DIP' })).promoCode?.redemptions).toBe(1n);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan, ReservationStatus, TransactionType, WaivedReason } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { awayFromUtcMidnight, failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -109,23 +109,34 @@ describe('holds', () => {
     // The whole balance is usable again at once, before any sweep.
     const charged = await t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: amount(2_000n) });
     expect(charged.balance?.balanceMillicredits).toBe(0n);
-    const swept = await t.billing.reserve({ userId: 'hold-sweep', idempotencyKey: key(), product: 'muse', amount: amount(1n), ttlSeconds: 1 }).catch(() => undefined);
-    expect(swept).toBeUndefined(); // no funds: refused
+    const unfunded = await failure(reserve('hold-sweep', 1n, 1));
+    expect([unfunded.error.code, unfunded.detail?.reason]).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
     await fund('hold-sweep', 1_000n);
     await reserve('hold-sweep', 1_000n, 1);
     await new Promise((resolve) => setTimeout(resolve, 1_200));
-    expect(await t.app.holds.sweep()).toBeGreaterThanOrEqual(1);
-    const rows = await t.app.db.query("select status from reservations where user_id = 'hold-sweep'");
-    expect(rows.map((r) => r.status)).toEqual(['EXPIRED']);
+    // The test app runs no sweeper of its own, so this sweep is the one that frees the hold
+    // ('hold-ttl' freed its own when it charged): exactly one account.
+    const stored = `select r.status, a.reserved_millicredits::text as reserved
+                      from reservations r join user_accounts a using (user_id) where r.user_id = 'hold-sweep'`;
+    expect(await t.app.db.query(stored)).toEqual([{ status: 'ACTIVE', reserved: '1000' }]);
+    expect(await t.app.holds.sweep()).toBe(1);
+    expect(await t.app.db.query(stored)).toEqual([{ status: 'EXPIRED', reserved: '0' }]);
     expect((await verifyLedger(t.app.db)).violations).toEqual([]);
   });
 
-  it('concurrent Reserves never hold more than the balance', async () => {
+  it('concurrent Reserves never hold more than the balance; every loser is INSUFFICIENT_BALANCE', async () => {
     const user = 'hold-race';
     await fund(user, 10_000n);
-    const results = await Promise.allSettled(Array.from({ length: 48 }, () => reserve(user, 700n)));
-    const ok = results.filter((r) => r.status === 'fulfilled');
-    expect(ok).toHaveLength(14); // 14 × 700 = 9,800 ≤ 10,000 < 15 × 700
+    const outcomes = await Promise.all(Array.from({ length: 48 }, () => outcome(reserve(user, 700n))));
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(14); // 14 × 700 = 9,800 ≤ 10,000 < 15 × 700
+    // The schema's reserved <= balance would also stop a 15th hold, but as an internal
+    // error: each loser must be refused by the service, with the figures.
+    const lost = outcomes.filter((o) => !o.ok);
+    expect(lost).toHaveLength(34);
+    for (const o of lost) {
+      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+      expect([o.detail?.requiredMillicredits, o.detail?.availableMillicredits]).toEqual([700n, 200n]);
+    }
     expect(await balanceOf(user)).toMatchObject({ reservedMillicredits: 9_800n, availableMillicredits: 200n });
     expect((await verifyLedger(t.app.db)).violations).toEqual([]);
   });
@@ -262,6 +273,8 @@ describe('the second catalogue (mu)', () => {
   const op = (name: string) => ({ case: 'operation' as const, value: { name, quantity: 1n } });
 
   it('uses 10 free operations a UTC day before credits; the 11th costs credits; the next day starts at 10', async () => {
+    // The free count is per UTC day by the database's clock: do not straddle midnight.
+    await awayFromUtcMidnight(mu.app.db);
     const user = 'mu-user';
     await mu.billing.grant({ userId: user, idempotencyKey: key(), grant: amount(10_000n), reason: 'r' });
     expect((await mu.billing.getBalance({ userId: user })).balance?.freeOperationsRemaining).toBe(10n);
