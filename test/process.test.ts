@@ -83,7 +83,7 @@ describe('the service process', () => {
       amountMillicredits: '5000',
       reason: 'welcome credits',
     });
-    expect(granted.json).toMatchObject({ balance: { balanceMillicredits: '5000' } });
+    expect([granted.status, granted.json]).toMatchObject([200, { balance: { balanceMillicredits: '5000' } }]);
     s.child.kill('SIGTERM');
     expect(await s.exit).toBe(0);
     // The data survives a restart.
@@ -102,9 +102,9 @@ describe('the service process', () => {
       BILLING_TOKENS: `${spendToken}=spend,admin-token-0123456789=admin`,
     });
     const anonymous = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' });
-    expect(anonymous.json.code).toBe('unauthenticated');
+    expect([anonymous.status, anonymous.json.code]).toEqual([401, 'unauthenticated']);
     const unknown = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' }, { authorization: 'Bearer nope-nope-nope-nope' });
-    expect(unknown.json.code).toBe('unauthenticated');
+    expect([unknown.status, unknown.json.code]).toEqual([401, 'unauthenticated']);
     const auth = { authorization: `Bearer ${spendToken}` };
     const ok = await postJson(s.port, '/billing.v1.BillingService/GetBalance', { userId: 'u1' }, auth);
     expect(ok.status).toBe(200);
@@ -114,7 +114,7 @@ describe('the service process', () => {
       { userId: 'u1', idempotencyKey: 'k', amountMillicredits: '1', reason: 'r' },
       auth,
     );
-    expect(wrongScope.json.code).toBe('permission_denied');
+    expect([wrongScope.status, wrongScope.json.code]).toEqual([403, 'permission_denied']);
     const health = await postJson(s.port, '/grpc.health.v1.Health/Check', {});
     expect(health.json).toEqual({ status: 'SERVING' });
     s.child.kill('SIGTERM');
@@ -142,7 +142,13 @@ describe('the service process', () => {
     const env = { DATABASE_URL: database.url, BILLING_DATA_DIR: dataDir() };
     const a = await startService(env);
     const b = await startService(env);
-    const call = (port: number, method: string, body: unknown) => postJson(port, method, body);
+    // Every call must succeed: proto3 JSON omits zero counts, so a refused call's error body
+    // would otherwise read as "0 accounts topped up".
+    const call = async (port: number, method: string, body: unknown) => {
+      const res = await postJson(port, method, body);
+      expect([method, res.status, res.json.code]).toEqual([method, 200, undefined]);
+      return res;
+    };
     const seed: [string, string, string][] = [
       ['low', 'PLAN_FREE', '1000'],
       ['empty', 'PLAN_FREE', '0'],
@@ -159,10 +165,10 @@ describe('the service process', () => {
       call(a.port, '/billing.v1.AdminService/RunDailyTopUp', {}),
       call(b.port, '/billing.v1.AdminService/RunDailyTopUp', {}),
     ]);
-    const topped = [ra, rb].map((r) => Number(r.json.accountsToppedUp ?? 0));
-    expect(topped[0]! + topped[1]!).toBe(2);
+    const topped = [ra, rb].map((r) => BigInt(String(r.json.accountsToppedUp ?? '0')));
+    expect(topped[0]! + topped[1]!).toBe(2n);
     const again = await call(b.port, '/billing.v1.AdminService/RunDailyTopUp', {});
-    expect(again.json.accountsToppedUp ?? '0').toBe('0');
+    expect(again.json).toEqual({}); // nothing topped up, nothing credited: both zero fields omitted
     const balance = async (user: string) =>
       ((await call(a.port, '/billing.v1.BillingService/GetBalance', { userId: user })).json.balance as Record<string, string>)
         .balanceMillicredits;

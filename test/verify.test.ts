@@ -1,10 +1,12 @@
 // VerifyLedger over the RPC and the CLI: clean after a concurrent mix of every kind of
 // transaction from two service processes, and it finds deliberately corrupted rows.
 import { spawn } from 'node:child_process';
+import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan } from '../gen/billing/v1/types_pb.js';
 import { utcDay } from '../src/ledger/top-up.js';
-import { key, startTestApp, type TestApp } from './support/app.js';
+import { key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 let a: TestApp;
@@ -33,21 +35,56 @@ function verifyCli(databaseUrl: string): Promise<{ code: number | null; output: 
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, output })));
 }
 
+/**
+ * Grants, promo redemptions (a code capped at half the users), charges and two top-ups,
+ * all at once on two processes. Every call's outcome is checked: grants and top-ups must
+ * succeed, a redemption may only lose to the cap, a charge only to a balance not yet
+ * funded; afterwards each balance is what the acknowledged calls and the top-ups add up to.
+ */
 async function busyDay(): Promise<void> {
   await a.admin.createPromoCode({ code: 'VERIFY-ME', amountMillicredits: 1_500n, maxRedemptions: 15n });
   const users = Array.from({ length: 30 }, (_, i) => `v-${i}`);
   await a.admin.setPlan({ userId: 'v-pro', plan: Plan.PRO });
-  const work = users.flatMap((userId, i) => {
+  const work = users.map((userId, i) => {
     const t = i % 2 === 0 ? a : b;
-    return [
-      t.billing.grant({ userId, idempotencyKey: key(), grant: { case: 'amountMillicredits', value: 3_000n }, reason: 'seed' }),
-      t.billing.redeem({ userId, idempotencyKey: key(), code: 'verify-me' }),
-      t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 700n } }),
-      t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'operation', value: { name: 'midi.generate' } } }),
-    ];
+    return Promise.all([
+      outcome(t.billing.grant({ userId, idempotencyKey: key(), grant: { case: 'amountMillicredits', value: 3_000n }, reason: 'seed' })),
+      outcome(t.billing.redeem({ userId, idempotencyKey: key(), code: 'verify-me' })),
+      outcome(t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 700n } })),
+      outcome(t.billing.charge({ userId, idempotencyKey: key(), product: 'muse', usage: { case: 'operation', value: { name: 'midi.generate' } } })),
+    ]);
   });
-  const topUps = [a.admin.runDailyTopUp({ date: utcDay(new Date()) }), b.admin.runDailyTopUp({ date: '' })];
-  await Promise.allSettled([...work, ...topUps]);
+  const topUps = Promise.all([a.admin.runDailyTopUp({ date: utcDay(new Date()) }), b.admin.runDailyTopUp({ date: '' })]);
+  const [perUser, [ra, rb]] = await Promise.all([Promise.all(work), topUps]);
+  const expected = new Map<string, bigint>();
+  let redeemed = 0;
+  perUser.forEach(([granted, redemption, ...charges], i) => {
+    const user = users[i]!;
+    expect(granted.ok && granted.value.transaction?.amountMillicredits, user).toBe(3_000n);
+    let balance = 3_000n;
+    if (redemption.ok) {
+      redeemed += 1;
+      balance += redemption.value.transaction!.amountMillicredits;
+    } else {
+      expect(refusal(redemption), user).toEqual([Code.ResourceExhausted, ErrorReason.PROMO_CODE_EXHAUSTED]);
+    }
+    for (const charge of charges) {
+      if (charge.ok) balance -= charge.value.chargedMillicredits;
+      else expect(refusal(charge), user).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+    }
+    expected.set(user, balance);
+  });
+  expect(redeemed).toBe(15);
+  const toppedUp = await a.app.db.query<{ user_id: string; amount: string }>(
+    "select user_id, amount_millicredits::text as amount from transactions where type = 'DAILY_TOP_UP'",
+  );
+  expect(BigInt(toppedUp.length)).toBe(ra.accountsToppedUp + rb.accountsToppedUp);
+  expect(toppedUp.reduce((sum, r) => sum + BigInt(r.amount), 0n)).toBe(ra.totalMillicredits + rb.totalMillicredits);
+  for (const r of toppedUp) expected.set(r.user_id, (expected.get(r.user_id) ?? 0n) + BigInt(r.amount));
+  const stored = await a.app.db.query<{ user_id: string; balance: string }>(
+    "select user_id, balance_millicredits::text as balance from user_accounts where user_id like 'v-%' and user_id <> 'v-pro'",
+  );
+  expect(new Map(stored.map((r) => [r.user_id, BigInt(r.balance)]))).toEqual(expected);
 }
 
 describe('VerifyLedger', () => {
