@@ -4,7 +4,7 @@ import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
+import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -47,7 +47,7 @@ describe('embedded database', () => {
     expect(outcomes.filter((o) => o.ok)).toHaveLength(10);
     const lost = outcomes.filter((o) => !o.ok);
     expect(lost).toHaveLength(30);
-    for (const o of lost) expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+    for (const o of lost) expect(refusal(o)).toBe(refused(Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE));
     expect((await t.billing.getBalance({ userId: user })).balance?.balanceMillicredits).toBe(0n);
     const { error, detail } = await failure(
       t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1n } }),

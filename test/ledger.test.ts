@@ -6,7 +6,7 @@ import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
 import { sqlState } from '../src/storage/database.js';
-import { failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
+import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -159,7 +159,7 @@ describe('refunds', () => {
     const lost = outcomes.filter((o) => !o.ok);
     expect(lost).toHaveLength(15);
     for (const o of lost) {
-      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.REFUND_EXCEEDS_CHARGE]);
+      expect(refusal(o)).toBe(refused(Code.FailedPrecondition, ErrorReason.REFUND_EXCEEDS_CHARGE));
       expect(o.detail?.availableMillicredits).toBe(0n); // the winners took all 5,000
       expect(o.detail?.requiredMillicredits).toBe(1_000n);
     }
@@ -330,7 +330,7 @@ describe('concurrency', () => {
     const lost = outcomes.filter((o) => !o.ok);
     expect(lost).toHaveLength(56);
     for (const o of lost) {
-      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+      expect(refusal(o)).toBe(refused(Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE));
       expect(o.detail?.requiredMillicredits).toBe(1_000n);
       expect(o.detail?.availableMillicredits).toBeLessThan(1_000n);
     }
@@ -380,7 +380,7 @@ describe('concurrency', () => {
         acknowledged[d.user]! += 1;
       } else {
         // Only a charge that may not go partial can be refused, and only for want of funds.
-        expect(refusal(o), what).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+        expect(refusal(o), what).toBe(refused(Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE));
         expect(d.allowPartial, what).toBe(false);
         expect(o.detail?.requiredMillicredits, what).toBe(d.amount);
         expect(o.detail?.availableMillicredits, what).toBeLessThan(d.amount);

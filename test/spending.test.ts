@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan, ReservationStatus, TransactionType, WaivedReason } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { awayFromUtcMidnight, failure, key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
+import { awayFromUtcMidnight, failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -134,7 +134,7 @@ describe('holds', () => {
     const lost = outcomes.filter((o) => !o.ok);
     expect(lost).toHaveLength(34);
     for (const o of lost) {
-      expect(refusal(o)).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+      expect(refusal(o)).toBe(refused(Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE));
       expect([o.detail?.requiredMillicredits, o.detail?.availableMillicredits]).toEqual([700n, 200n]);
     }
     expect(await balanceOf(user)).toMatchObject({ reservedMillicredits: 9_800n, availableMillicredits: 200n });

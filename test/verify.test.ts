@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan } from '../gen/billing/v1/types_pb.js';
 import { utcDay } from '../src/ledger/top-up.js';
-import { key, outcome, refusal, startTestApp, type TestApp } from './support/app.js';
+import { key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 let a: TestApp;
@@ -66,11 +66,11 @@ async function busyDay(): Promise<void> {
       redeemed += 1;
       balance += redemption.value.transaction!.amountMillicredits;
     } else {
-      expect(refusal(redemption), user).toEqual([Code.ResourceExhausted, ErrorReason.PROMO_CODE_EXHAUSTED]);
+      expect(refusal(redemption), user).toBe(refused(Code.ResourceExhausted, ErrorReason.PROMO_CODE_EXHAUSTED));
     }
     for (const charge of charges) {
       if (charge.ok) balance -= charge.value.chargedMillicredits;
-      else expect(refusal(charge), user).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
+      else expect(refusal(charge), user).toBe(refused(Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE));
     }
     expected.set(user, balance);
   });

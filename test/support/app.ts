@@ -5,11 +5,11 @@ import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect
 import pino from 'pino';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
-import { ErrorDetailSchema, type ErrorDetail, type ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { ErrorDetailSchema, type ErrorDetail, ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { openDatabase } from '../../src/storage/database.js';
-import { type Code, ConnectError } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export interface TestApp {
@@ -86,9 +86,14 @@ export async function outcome<T>(call: Promise<T>): Promise<Outcome<T>> {
   }
 }
 
-/** A refused call as [code, reason], to compare with one toEqual; "succeeded" for a reply. */
-export function refusal(o: Outcome<unknown>): [Code, ErrorReason | undefined] | 'succeeded' {
-  return o.ok ? 'succeeded' : [o.error.code, o.detail?.reason];
+/** A refused call as "Code REASON" (readable in a failed assertion); "succeeded" for a reply. */
+export function refusal(o: Outcome<unknown>): string {
+  return o.ok ? 'succeeded' : refused(o.error.code, o.detail?.reason);
+}
+
+/** The refusal() text of an expected refusal. */
+export function refused(code: Code, reason: ErrorReason | undefined): string {
+  return `${Code[code]} ${reason === undefined ? '(no ErrorDetail)' : ErrorReason[reason]}`;
 }
 
 /** The ConnectError a call failed with and its typed detail; throws if it succeeded. */
