@@ -6,7 +6,7 @@ import http from 'node:http';
 import { fromBinary, type DescMessage, type DescMethodUnary, type MessageShape } from '@bufbuild/protobuf';
 import { Code, ConnectError, type Transport } from '@connectrpc/connect';
 import { codeFromString } from '@connectrpc/connect/protocol-connect';
-import { createGrpcTransport } from '@connectrpc/connect-node';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { ErrorDetailSchema, type ErrorDetail } from '../../gen/billing/v1/errors_pb.js';
 
 /** What one call came back with. `code` is undefined for a success. */
@@ -81,15 +81,28 @@ function connectOutcome(status: number, text: string): Outcome {
   return { code, detail, message: json.message ?? '', body: text };
 }
 
-/** A gRPC (HTTP/2, binary) transport that sends this authorization header when given. */
+/** Every HTTP/2 connection a transport here opened, so a test can close them all. */
+const sessions = new Set<Http2SessionManager>();
+
+/** A gRPC (HTTP/2, binary) transport on a connection of its own; sends this authorization header when given. */
 export function grpcTransport(baseUrl: string, authorization?: string): Transport {
+  const sessionManager = new Http2SessionManager(baseUrl);
+  sessions.add(sessionManager);
   return createGrpcTransport({
     baseUrl,
+    sessionManager,
     interceptors: authorization === undefined ? [] : [(next) => (req) => {
       req.header.set('authorization', authorization);
       return next(req);
     }],
   });
+}
+
+/** Closes the client side of every connection opened here, so the server can stop at once. */
+export function closeConnections(): void {
+  for (const session of sessions) session.abort();
+  sessions.clear();
+  agent.destroy();
 }
 
 /** Calls a unary method with an already-built message; `$unknown` fields go on the wire as they are. */
