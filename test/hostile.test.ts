@@ -24,7 +24,7 @@ import { WalletService } from '../gen/billing/v1/wallet_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/health/v1/health_pb.js';
 import { ServerReflection } from '../gen/grpc/reflection/v1/reflection_pb.js';
 import { changedTables, snapshotter, type Snapshot } from './hostile/snapshot.js';
-import { type Ctx, type Fixture, hostileRows, PROCEDURES, type Row, type Via } from './hostile/table.js';
+import { baselineCalls, type Ctx, type Fixture, hostileRows, PROCEDURES, type Row, type Via } from './hostile/table.js';
 import { callGrpc, closeConnections, describeOutcome, grpcTransport, type Outcome, postConnectJson } from './hostile/wire.js';
 import { awayFromUtcMidnight, key, startTestApp, type TestApp } from './support/app.js';
 
@@ -324,5 +324,18 @@ describe('open services need no token', () => {
       expect(names).toEqual(expect.arrayContaining([BillingService.typeName, AdminService.typeName, WalletService.typeName]));
     }
     sessionManager.abort();
+  });
+});
+
+// Last, because it writes: a row proves something only if its request without the hostile
+// value would have been accepted.
+describe('the baselines the rows are built on', () => {
+  it('accepts every baseline over both transports', async () => {
+    const failures: string[] = [];
+    for (const call of baselineCalls(fixture)) {
+      const outcome = await call.send(ctx);
+      if (outcome.code !== undefined) failures.push(`${call.transport} ${call.label}: ${describeOutcome(outcome)}`);
+    }
+    expect(failures).toEqual([]);
   });
 });

@@ -383,7 +383,7 @@ function requestRows(spec: RpcSpec, f: Fixture): Row[] {
 
 /** A different value of the same JSON type, so both spellings decode but disagree. */
 function otherValue(value: JsonValue): JsonValue {
-  if (typeof value === 'string') return `${value}-other`;
+  if (typeof value === 'string') return /^\d+$/.test(value) ? String(BigInt(value) + 1n) : `${value}-other`;
   if (typeof value === 'number') return value + 1;
   if (typeof value === 'boolean') return !value;
   return value;
@@ -437,3 +437,23 @@ export function hostileRows(f: Fixture): Row[] {
 }
 
 export const PROCEDURES = [...BillingService.methods, ...AdminService.methods].map((m) => procedureOf(m as DescMethodUnary));
+
+/** One valid request as a row would send it, hostile value left out. */
+export interface BaselineCall {
+  readonly transport: Via;
+  readonly label: string;
+  send(ctx: Ctx): Promise<Outcome>;
+}
+
+/** Every baseline over both transports: each must succeed, or the rows built on it prove little. */
+export function baselineCalls(f: Fixture): BaselineCall[] {
+  return specs(f.now).flatMap((spec) =>
+    spec.baselines.flatMap((b, i): BaselineCall[] => {
+      const label = `${procedureOf(spec.method)} baseline ${i + 1}`;
+      return [
+        { transport: 'json', label, send: (c) => postConnectJson(c.url, procedureOf(spec.method), serialize(b(f)), c.authorization) },
+        { transport: 'grpc', label, send: (c) => callGrpc(c.grpc, spec.method, grpcMessage(spec.method, b(f))) },
+      ];
+    }),
+  );
+}
