@@ -50,6 +50,8 @@ export interface Row {
    * size limit, a body that does not decode at all): a detail is then optional, and names "".
    */
   readonly field: string | RegExp | null;
+  /** The ErrorDetail.reason the answer must carry, by its name in billing.v1.ErrorReason, where it matters. */
+  readonly reason?: string;
   send(ctx: Ctx): Promise<Outcome>;
 }
 
@@ -348,7 +350,7 @@ function requestRows(spec: RpcSpec, f: Fixture): Row[] {
   const rows: Row[] = [
     json('unknown field "bogusField"', Code.InvalidArgument, 'bogusField', () => serialize({ ...base(f), bogusField: 1 })),
     json('unknown field in snake_case "bogus_field"', Code.InvalidArgument, 'bogus_field', () => serialize({ ...base(f), bogus_field: 'x' })),
-    ...v.MALFORMED_BODIES.map((m) => json(`body: ${m.label}`, Code.InvalidArgument, null, () => m.body)),
+    ...v.MALFORMED_BODIES.map((m) => ({ ...json(`body: ${m.label}`, Code.InvalidArgument, null, () => m.body), reason: 'MALFORMED_REQUEST' })),
     json('10 MB body', Code.ResourceExhausted, null, () => serialize(tenMegabytes(spec, base(f)))),
   ];
   for (const b of spec.baselines) {
