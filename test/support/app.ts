@@ -50,7 +50,9 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
   const db = await openDatabase({
     ...(databaseUrl ? { databaseUrl } : {}),
     dataDir: 'memory://',
-    poolSizeMax: 24,
+    // Two test files run at once and some start two apps: 4 × 16 stays well inside the
+    // server's max_connections of 100, whatever else is connected.
+    poolSizeMax: 16,
   });
   const app = await build(config, { db, metrics: false, jobs: options.jobs ?? false, log: pino({ level: 'silent' }) });
   const url = `http://127.0.0.1:${app.server.port}`;
