@@ -101,21 +101,37 @@ export async function readAccount(s: Pick<SqlSession, 'query'>, userId: string):
  * Locks the user's account row (creating it if needed) for the rest of the transaction,
  * and returns any result already recorded under the idempotency key. Every balance change
  * of the user happens after this lock, so the check-then-write below it is safe.
+ *
+ * The lock statement also reads the idempotency record, the expired holds and today's free
+ * operations, but a statement that waited for FOR UPDATE re-reads only the locked row: its
+ * joins and subqueries still come from the snapshot it started with, before the previous
+ * holder of the lock committed. So the statement also says whether the row it locked is the
+ * version its snapshot saw (same xmin). If it is, nothing committed a change to this account
+ * in between, and every writer of the user's state updates the account row in the same
+ * transaction (or, for a hold released twice, is caught by the idempotency primary key), so
+ * the whole read is current. If not, the read is repeated in a new statement, which takes
+ * a new snapshot while holding the lock: one extra round trip, only under contention.
  */
 export async function lockAccount(
   s: SqlSession,
   userId: string,
   idempotencyKey: string,
 ): Promise<{ account: AccountRow; replay?: IdempotentReplay }> {
-  const sql = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result
+  const read = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result
+    from user_accounts a
+    left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
+    where a.user_id = $1`;
+  const lock = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result,
+      a.xmin = (select s.xmin from user_accounts s where s.user_id = $1) as fresh
     from user_accounts a
     left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
     where a.user_id = $1 for update of a`;
-  let rows = await s.query(sql, [userId, idempotencyKey]);
+  let rows = await s.query(lock, [userId, idempotencyKey]);
   if (!rows[0]) {
     await s.query('insert into user_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
-    rows = await s.query(sql, [userId, idempotencyKey]);
+    rows = await s.query(lock, [userId, idempotencyKey]);
   }
+  if (rows[0] && rows[0].fresh !== true) rows = await s.query(read, [userId, idempotencyKey]);
   const row = rows[0];
   if (!row) throw new Error(`account ${userId} vanished while being locked`);
   const account = mapAccount(row);
