@@ -59,7 +59,6 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
     routes: routes({ ledger, holds, accounts, promos, topUps, db, probe: () => db.ping() }),
-    onRefused: metrics.countRefused,
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)

@@ -8,7 +8,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
-import type { Code, ConnectRouter, Interceptor } from '@connectrpc/connect';
+import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { createHandler } from './rpc/handler.js';
 
 export interface ServerOptions {
@@ -20,8 +20,6 @@ export interface ServerOptions {
   readonly timeoutMsMax: number;
   readonly interceptors: Interceptor[];
   readonly routes: (router: ConnectRouter) => void;
-  /** Called for a call refused before the interceptors ran (it did not decode). */
-  readonly onRefused?: (procedure: string, code: Code) => void;
 }
 
 export interface RunningServer {
@@ -41,7 +39,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     requestBytesMax: options.requestBytesMax,
     timeoutMsMax: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
-    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
   });
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, handler);

@@ -234,6 +234,8 @@ export class Ledger {
     const grant = input.grant;
     if (!grant) throw invalidField('grant', 'one of sku or amount_millicredits is required');
     if (grant.kind === 'amount') return { amount: checkAmount(grant.amountMillicredits), sku: '' };
+    // Checked before the lookup: the refusal below quotes the name.
+    checkName(grant.sku, 'sku');
     const amount = this.catalogue.skus.get(grant.sku);
     if (amount === undefined) throw invalidField('sku', `unknown SKU "${grant.sku}"`, 'UNKNOWN_SKU');
     return { amount, sku: grant.sku };

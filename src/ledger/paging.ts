@@ -18,7 +18,10 @@ export function pageCodec(prefix: string, valid: (key: string) => boolean): Page
     encode: (key) => Buffer.from(`${prefix}${key}`).toString('base64url'),
     decode: (token) => {
       if (token === '') return undefined;
+      // Buffer skips characters that are not base64url: only a token that is exactly the
+      // encoding of its text is one this service issued.
       const text = token.length <= PAGE_TOKEN_LENGTH_MAX ? Buffer.from(token, 'base64url').toString() : '';
+      if (Buffer.from(text).toString('base64url') !== token) throw invalidField('page_token', 'is not a token this service issued');
       const key = text.startsWith(prefix) ? text.slice(prefix.length) : '';
       if (!valid(key)) throw invalidField('page_token', 'is not a token this service issued');
       return key;

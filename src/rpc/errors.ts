@@ -43,7 +43,15 @@ export function toConnectError(error: BillingError): ConnectError {
     availableMillicredits: error.facts.availableMillicredits ?? 0n,
     subject: error.facts.subject ?? '',
   });
-  return new ConnectError(error.message, code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+  return new ConnectError(bounded(error.message), code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+}
+
+/** Longest error message sent, in characters: a message travels in a header (grpc-message). */
+const MESSAGE_LENGTH_MAX = 1024;
+
+/** A message that quotes a caller's value is cut short rather than sent whole. */
+function bounded(message: string): string {
+  return message.length <= MESSAGE_LENGTH_MAX ? message : `${message.slice(0, MESSAGE_LENGTH_MAX - 1)}…`;
 }
 
 /** Translates BillingErrors; hides and logs anything unexpected. */

@@ -1,27 +1,42 @@
 // The Node request handler in front of the Connect router. It does what connect-node's
-// own adapter does (route by path, hand the request to the protocol handler), plus two
-// things the framework does not offer:
+// own adapter does (route by path, hand the request to the protocol handler), plus what
+// the framework does not offer:
 //
 // - Deadlines are capped, not refused. The framework answers a `grpc-timeout` or
 //   `connect-timeout-ms` above its maximum with INVALID_ARGUMENT; admin clients send long
 //   deadlines for RunDailyTopUp and VerifyLedger, so the header is lowered to the cap.
-// - Connect JSON requests are decoded strictly (json-request.ts) before the framework
-//   sees them, so an unknown field or a malformed integer is INVALID_ARGUMENT with an
-//   ErrorDetail naming the field. Those refusals happen before any interceptor runs, so
-//   they are reported to `onRefused` for the metrics.
+// - Unary request bodies are read here, within the size limit, and decoded strictly before
+//   the framework sees them. Connect JSON goes through json-request.ts (unknown fields and
+//   malformed integers are named); binary messages (gRPC, gRPC-Web, Connect) must decode,
+//   with strings that are valid UTF-8. The framework would call an undecodable binary
+//   message INTERNAL and has no typed detail for either.
+// - A refused request is not answered here: it reaches the framework with an empty message
+//   and the refusal in its context values, and the innermost interceptor throws it. So it
+//   is answered in the caller's protocol, after authentication, and counted in the metrics
+//   like any other error.
 //
-// Binary protobuf (gRPC, gRPC-Web, Connect binary) keeps the usual unknown-field rules.
-// JSON that is compressed or arrives as gRPC-Web JSON is decoded by the framework, which
-// is also told to refuse unknown fields, without the detail.
+// A request over the size limit is read to its end and discarded, so that a refused body
+// never stays buffered in the HTTP/2 session (where a few of them would exhaust the
+// session's memory and break the connection for every call on it).
+//
+// Compressed bodies and gRPC-Web JSON are left to the framework, which is also told to
+// refuse unknown JSON fields, without the typed detail.
 import type http from 'node:http';
 import type http2 from 'node:http2';
-import { Code, ConnectError, type ConnectRouter, createConnectRouter, type Interceptor } from '@connectrpc/connect';
+import { fromBinary, type JsonValue } from '@bufbuild/protobuf';
+import { configureTextEncoding } from '@bufbuild/protobuf/wire';
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createConnectRouter,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+} from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from '@connectrpc/connect-node';
-import type { JsonValue } from '@bufbuild/protobuf';
-import type { UniversalHandler } from '@connectrpc/connect/protocol';
-import { codeToHttpStatus, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
+import { createAsyncIterable, type UniversalHandler } from '@connectrpc/connect/protocol';
 import { BillingError } from '../domain/errors.js';
-import { toConnectError } from './errors.js';
 import { parseJsonRequest } from './json-request.js';
 
 export interface HandlerOptions {
@@ -32,21 +47,42 @@ export interface HandlerOptions {
   /** Longest deadline honoured, in milliseconds; longer ones are lowered to it. */
   readonly timeoutMsMax: number;
   readonly shutdownSignal: AbortSignal;
-  /** Called for a request refused before it reached the interceptors. */
-  readonly onRefused?: (procedure: string, code: Code) => void;
 }
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
+/** How a unary request body is framed, by content type. */
+type Framing = 'connect-json' | 'connect-binary' | 'envelope';
+
+const FRAMINGS: readonly [RegExp, Framing][] = [
+  [/^application\/json(?:;\s*charset=utf-?8)?$/i, 'connect-json'],
+  [/^application\/proto$/i, 'connect-binary'],
+  [/^application\/grpc(?:-web)?(?:\+proto)?$/i, 'envelope'],
+];
+/** An envelope (flags byte, 4-byte length) holding an empty message. */
+const EMPTY_ENVELOPE = new Uint8Array(5);
+const ENVELOPE_HEADER_BYTES = 5;
+const ENVELOPE_FLAG_COMPRESSED = 0x01;
+
 const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const GRPC_TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
 const CONNECT_TIMEOUT = /^\d{1,10}$/;
-const JSON_CONTENT_TYPE = /^application\/json(?:;\s*charset=utf-?8)?$/i;
+
+/** The refusal of a request that did not decode, carried to refusalInterceptor. */
+const REFUSAL = createContextKey<BillingError | undefined>(undefined, { description: 'billing request refusal' });
+
+/** Throws the refusal the handler found, if any; the innermost interceptor. */
+const refusalInterceptor: Interceptor = (next) => async (req) => {
+  const refusal = req.contextValues.get(REFUSAL);
+  if (refusal) throw refusal;
+  return next(req);
+};
 
 export function createHandler(options: HandlerOptions): (req: NodeRequest, res: NodeResponse) => void {
+  strictUtf8();
   const router = createConnectRouter({
-    interceptors: options.interceptors,
+    interceptors: [...options.interceptors, refusalInterceptor],
     readMaxBytes: options.requestBytesMax,
     shutdownSignal: options.shutdownSignal,
     acceptCompression: [compressionGzip, compressionBrotli],
@@ -67,57 +103,101 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
 }
 
 async function serve(options: HandlerOptions, handler: UniversalHandler, req: NodeRequest, res: NodeResponse): Promise<void> {
-  let json: JsonValue | undefined;
-  if (isConnectUnaryJson(handler, req)) {
-    try {
-      json = parseJsonRequest(handler.method.input, await readBody(req, options.requestBytesMax));
-    } catch (error) {
-      const connectError = error instanceof BillingError ? toConnectError(error) : ConnectError.from(error, Code.InvalidArgument);
-      options.onRefused?.(`${handler.service.typeName}/${handler.method.name}`, connectError.code);
-      return sendJsonError(res, connectError);
-    }
+  const framing = unaryFraming(handler, req);
+  const contextValues = createContextValues();
+  let uReq;
+  if (framing === undefined) {
+    uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+  } else {
+    const decoded = await decodeBody(handler, req, framing, options.requestBytesMax);
+    if (decoded.refusal) contextValues.set(REFUSAL, decoded.refusal);
+    const json = 'json' in decoded ? decoded.json : undefined;
+    uReq = universalRequestFromNodeRequest(req, res, json, contextValues);
+    if ('bytes' in decoded) uReq = { ...uReq, body: createAsyncIterable([decoded.bytes]) };
   }
-  const uReq = universalRequestFromNodeRequest(req, res, json, undefined);
   capDeadline(uReq.header, options.timeoutMsMax);
   const uRes = await handler(uReq);
   await universalResponseToNodeResponse(uRes, res);
 }
 
-/** A Connect unary POST with an uncompressed JSON body. */
-function isConnectUnaryJson(handler: UniversalHandler, req: NodeRequest): boolean {
+/** The framing of a unary POST whose body this handler decodes, or undefined to leave it. */
+function unaryFraming(handler: UniversalHandler, req: NodeRequest): Framing | undefined {
+  if (handler.method.methodKind !== 'unary' || req.method !== 'POST') return undefined;
   const encoding = req.headers['content-encoding'];
-  return (
-    handler.method.methodKind === 'unary' &&
-    req.method === 'POST' &&
-    JSON_CONTENT_TYPE.test(String(req.headers['content-type'] ?? '')) &&
-    (encoding === undefined || encoding === 'identity')
-  );
+  if (encoding !== undefined && encoding !== 'identity') return undefined;
+  const contentType = String(req.headers['content-type'] ?? '');
+  return FRAMINGS.find(([pattern]) => pattern.test(contentType))?.[1];
 }
 
-async function readBody(req: NodeRequest, bytesMax: number): Promise<Uint8Array> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > bytesMax) throw tooLarge(bytesMax);
+type Decoded = { refusal?: BillingError } & ({ json: JsonValue } | { bytes: Uint8Array });
+
+/** Reads and checks a unary body; a refused one is replaced by an empty message. */
+async function decodeBody(handler: UniversalHandler, req: NodeRequest, framing: Framing, bytesMax: number): Promise<Decoded> {
+  const empty: Decoded = framing === 'connect-json' ? { json: {} } : { bytes: framing === 'envelope' ? EMPTY_ENVELOPE : new Uint8Array() };
+  const body = await readBody(req, framing === 'envelope' ? bytesMax + ENVELOPE_HEADER_BYTES : bytesMax);
+  if (body === undefined) return { ...empty, refusal: new BillingError('REQUEST_TOO_LARGE', `the request is larger than ${bytesMax} bytes`) };
+  try {
+    if (framing === 'connect-json') return { json: parseJsonRequest(handler.method.input, body) };
+    const message = framing === 'envelope' ? envelopeMessage(body) : body;
+    if (message) checkBinary(handler, message);
+    return { bytes: body };
+  } catch (error) {
+    if (error instanceof BillingError) return { ...empty, refusal: error };
+    throw error;
+  }
+}
+
+/** The message of a single-message envelope, or undefined when it is compressed. */
+function envelopeMessage(body: Uint8Array): Uint8Array | undefined {
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  if (body.byteLength < ENVELOPE_HEADER_BYTES || view.getUint32(1) !== body.byteLength - ENVELOPE_HEADER_BYTES) {
+    throw new BillingError('MALFORMED_REQUEST', 'the request must be exactly one enveloped message');
+  }
+  if ((view.getUint8(0) & ENVELOPE_FLAG_COMPRESSED) !== 0) return undefined;
+  return body.subarray(ENVELOPE_HEADER_BYTES);
+}
+
+function checkBinary(handler: UniversalHandler, message: Uint8Array): void {
+  try {
+    fromBinary(handler.method.input, message);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : 'undecodable';
+    throw new BillingError('MALFORMED_REQUEST', `the request does not decode as ${handler.method.input.typeName}: ${why}`);
+  }
+}
+
+/**
+ * The whole body, or undefined when it is over bytesMax; the rest of an oversized body is
+ * read and dropped, so the stream ends cleanly and nothing of it stays buffered.
+ */
+async function readBody(req: NodeRequest, bytesMax: number): Promise<Uint8Array | undefined> {
   const chunks: Buffer[] = [];
   let length = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     length += chunk.length;
-    if (length > bytesMax) throw tooLarge(bytesMax);
-    chunks.push(chunk);
+    if (length <= bytesMax) chunks.push(chunk);
   }
-  return Buffer.concat(chunks);
+  return length <= bytesMax ? Buffer.concat(chunks) : undefined;
 }
 
-function tooLarge(bytesMax: number): BillingError {
-  return new BillingError('REQUEST_TOO_LARGE', `the request is larger than ${bytesMax} bytes`);
-}
-
-function sendJsonError(res: NodeResponse, error: ConnectError): void {
-  const body = errorToJsonBytes(error, {});
-  (res as http.ServerResponse).writeHead(codeToHttpStatus(error.code), {
-    'content-type': 'application/json',
-    'content-length': String(body.byteLength),
+/**
+ * proto3 strings are UTF-8: a string field with invalid UTF-8 must fail to decode rather
+ * than turn into U+FFFD (another string, which would then be stored and compared).
+ */
+function strictUtf8(): void {
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  configureTextEncoding({
+    encodeUtf8: (text) => encoder.encode(text),
+    decodeUtf8: (bytes) => {
+      try {
+        return decoder.decode(bytes);
+      } catch {
+        throw new Error('a string field is not valid UTF-8');
+      }
+    },
+    checkUtf8: (text) => text.isWellFormed(),
   });
-  res.end(body);
 }
 
 /** Lowers a deadline header above the cap to the cap; a malformed one is left for the protocol to refuse. */

@@ -66,10 +66,16 @@ function checkMessage(schema: DescMessage, json: JsonValue, path: string): void 
   if (json === null) return;
   if (typeof json !== 'object' || Array.isArray(json)) throw invalidField(path, 'must be a JSON object');
   const oneofsSeen = new Map<string, string>();
+  const keysSeen = new Map<number, string>();
   for (const [key, value] of Object.entries(json)) {
     const field = schema.fields.find((f) => f.jsonName === key || f.name === key);
     if (!field) throw invalidField(join(path, key), `is not a field of ${schema.typeName}`);
     const fieldPath = join(path, field.name);
+    // "userId" and "user_id" are one field: sent under both names, which one counts would
+    // depend on key order, and a proxy reading the other would disagree with the service.
+    const twin = keysSeen.get(field.number);
+    if (twin !== undefined) throw invalidField(fieldPath, `is set twice, as "${twin}" and "${key}"`);
+    keysSeen.set(field.number, key);
     if (field.oneof && value !== null) {
       const other = oneofsSeen.get(field.oneof.name);
       if (other) throw invalidField(join(path, field.oneof.name), `set twice, by ${other} and ${field.name}`);
@@ -95,7 +101,10 @@ function checkField(field: DescField, value: JsonValue, path: string): void {
     }
     case 'map': {
       if (typeof value !== 'object' || Array.isArray(value)) throw invalidField(path, 'must be a JSON object');
-      for (const [key, item] of Object.entries(value)) checkItem(field, item, `${path}[${key}]`);
+      for (const [key, item] of Object.entries(value)) {
+        if (!key.isWellFormed()) throw invalidField(`${path}.key`, 'must be valid Unicode (no lone surrogates)');
+        checkItem(field, item, `${path}[${key}]`);
+      }
       return;
     }
   }
@@ -126,6 +135,7 @@ function checkScalar(type: ScalarType, value: JsonValue, path: string): void {
   switch (type) {
     case ScalarType.STRING:
       if (typeof value !== 'string') throw invalidField(path, 'must be a JSON string');
+      if (!value.isWellFormed()) throw invalidField(path, 'must be valid Unicode (no lone surrogates)');
       return;
     case ScalarType.BOOL:
       if (typeof value !== 'boolean') throw invalidField(path, 'must be true or false');

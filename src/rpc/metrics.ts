@@ -5,8 +5,6 @@ import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client
 export interface Metrics {
   readonly registry: Registry;
   readonly interceptor: Interceptor;
-  /** Counts a call refused before the interceptors ran (e.g. a request that did not decode). */
-  readonly countRefused: (procedure: string, code: Code) => void;
 }
 
 export function createMetrics(): Metrics {
@@ -39,6 +37,5 @@ export function createMetrics(): Metrics {
       calls.inc({ procedure, code });
     }
   };
-  const countRefused = (procedure: string, code: Code) => calls.inc({ procedure, code: Code[code] ?? 'unknown' });
-  return { registry, interceptor, countRefused };
+  return { registry, interceptor };
 }
