@@ -39,6 +39,7 @@ export function emptyAccount(userId: string): AccountRow {
     balanceMillicredits: 0n,
     reservedMillicredits: 0n,
     expiredReservedMillicredits: 0n,
+    expiredHolds: 0,
     plan: 'FREE',
     entitlements: [],
     freeOperationsUsedToday: 0n,

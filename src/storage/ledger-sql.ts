@@ -11,6 +11,8 @@ export interface AccountRow {
   reservedMillicredits: bigint;
   /** Held by ACTIVE holds past their expiry, still in the stored reserved column. */
   expiredReservedMillicredits: bigint;
+  /** How many ACTIVE holds are past their expiry (holds of 0 included). */
+  expiredHolds: number;
   plan: Plan;
   entitlements: string[];
   /** Daily free operations used today (UTC). */
@@ -72,19 +74,22 @@ function toBigint(value: unknown): bigint {
 
 const ACCOUNT_COLUMNS = `
   a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements,
-  coalesce((select sum(r.amount_millicredits) from reservations r
-            where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()), 0)::text as expired,
+  (select coalesce(sum(r.amount_millicredits), 0)::text || ' ' || count(*) from reservations r
+    where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()) as expired,
   coalesce((select f.used from daily_free_usage f
             where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used`;
 
 function mapAccount(row: Row): AccountRow {
   const reserved = toBigint(row.reserved);
-  const expired = toBigint(row.expired);
+  // "<sum> <count>" of the ACTIVE holds past their expiry: a hold of 0 counts too.
+  const [expiredSum = '0', expiredCount = '0'] = String(row.expired).split(' ');
+  const expired = toBigint(expiredSum);
   return {
     userId: String(row.user_id),
     balanceMillicredits: toBigint(row.balance),
     reservedMillicredits: reserved - expired,
     expiredReservedMillicredits: expired,
+    expiredHolds: Number(expiredCount),
     plan: row.plan as Plan,
     entitlements: [...((row.entitlements as string[] | null) ?? [])].sort(),
     freeOperationsUsedToday: toBigint(row.free_used),
@@ -135,11 +140,14 @@ export async function lockAccount(
   const row = rows[0];
   if (!row) throw new Error(`account ${userId} vanished while being locked`);
   const account = mapAccount(row);
-  if (account.expiredReservedMillicredits > 0n) {
-    // Expired holds already stopped counting; free them now so that the stored reserved
-    // amount matches before this transaction changes the balance.
+  if (account.expiredHolds > 0) {
+    // Expired holds already stopped counting; end them now so that the stored reserved
+    // amount matches before this transaction changes the balance, and so that a hold of 0
+    // past its expiry is EXPIRED to this transaction too (it moves no amount, but it can no
+    // longer be captured).
     await expireUserHolds(s, userId);
     account.expiredReservedMillicredits = 0n;
+    account.expiredHolds = 0;
   }
   return typeof row.request_hash === 'string'
     ? { account, replay: { requestHash: row.request_hash, result: row.result } }
