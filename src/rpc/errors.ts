@@ -51,7 +51,7 @@ const MESSAGE_LENGTH_MAX = 1024;
 
 /** A message that quotes a caller's value is cut short rather than sent whole. */
 function bounded(message: string): string {
-  return message.length <= MESSAGE_LENGTH_MAX ? message : `${message.slice(0, MESSAGE_LENGTH_MAX - 1)}…`;
+  return message.length <= MESSAGE_LENGTH_MAX ? message : `${message.slice(0, MESSAGE_LENGTH_MAX - 1).toWellFormed()}…`;
 }
 
 /** Translates BillingErrors; hides and logs anything unexpected. */

@@ -5,24 +5,25 @@
 // - Deadlines are capped, not refused. The framework answers a `grpc-timeout` or
 //   `connect-timeout-ms` above its maximum with INVALID_ARGUMENT; admin clients send long
 //   deadlines for RunDailyTopUp and VerifyLedger, so the header is lowered to the cap.
-// - Unary request bodies are read here, within the size limit, and decoded strictly before
-//   the framework sees them. Connect JSON goes through json-request.ts (unknown fields and
-//   malformed integers are named); binary messages (gRPC, gRPC-Web, Connect) must decode,
-//   with strings that are valid UTF-8. The framework would call an undecodable binary
-//   message INTERNAL and has no typed detail for either.
+// - Unary requests are read here, within the size limit, and decoded strictly before the
+//   framework sees them, in every framing: Connect JSON and gRPC(-Web)+json through
+//   json-request.ts (unknown fields and malformed integers are named), binary (gRPC,
+//   gRPC-Web, Connect) must decode with strings that are valid UTF-8, and a Connect GET's
+//   message gets the same checks. The framework would call an undecodable binary message
+//   INTERNAL and has no typed detail for either. Compressed requests are refused: nothing
+//   is decoded that was not checked.
 // - A refused request is not answered here: it reaches the framework with an empty message
 //   and the refusal in its context values, and the innermost interceptor throws it. So it
 //   is answered in the caller's protocol, after authentication, and counted in the metrics
 //   like any other error.
 //
-// A request over the size limit is read to its end and discarded, so that a refused body
-// never stays buffered in the HTTP/2 session (where a few of them would exhaust the
-// session's memory and break the connection for every call on it).
-//
-// Compressed bodies and gRPC-Web JSON are left to the framework, which is also told to
-// refuse unknown JSON fields, without the typed detail.
+// An oversized body is read and dropped up to 16 MiB past the limit, so that the caller
+// gets its answer and nothing of the body stays buffered in the HTTP/2 session (where a few
+// of them would exhaust the session's memory and break the connection for every call on
+// it); a longer one is left unread and the stream or connection is closed after the answer.
 import type http from 'node:http';
 import type http2 from 'node:http2';
+import { constants as http2Constants } from 'node:http2';
 import { fromBinary, type JsonValue } from '@bufbuild/protobuf';
 import { configureTextEncoding } from '@bufbuild/protobuf/wire';
 import {
@@ -32,9 +33,10 @@ import {
   createConnectRouter,
   createContextKey,
   createContextValues,
+  type ContextValues,
   type Interceptor,
 } from '@connectrpc/connect';
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from '@connectrpc/connect-node';
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from '@connectrpc/connect-node';
 import { createAsyncIterable, type UniversalHandler } from '@connectrpc/connect/protocol';
 import { BillingError } from '../domain/errors.js';
 import { parseJsonRequest } from './json-request.js';
@@ -53,17 +55,22 @@ type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
 /** How a unary request body is framed, by content type. */
-type Framing = 'connect-json' | 'connect-binary' | 'envelope';
+type Framing = 'connect-json' | 'connect-proto' | 'envelope-proto' | 'envelope-json';
 
 const FRAMINGS: readonly [RegExp, Framing][] = [
   [/^application\/json(?:;\s*charset=utf-?8)?$/i, 'connect-json'],
-  [/^application\/proto$/i, 'connect-binary'],
-  [/^application\/grpc(?:-web)?(?:\+proto)?$/i, 'envelope'],
+  [/^application\/proto$/i, 'connect-proto'],
+  [/^application\/grpc(?:-web)?(?:\+proto)?$/i, 'envelope-proto'],
+  [/^application\/grpc(?:-web)?\+json(?:;\s*charset=utf-?8)?$/i, 'envelope-json'],
 ];
-/** An envelope (flags byte, 4-byte length) holding an empty message. */
-const EMPTY_ENVELOPE = new Uint8Array(5);
 const ENVELOPE_HEADER_BYTES = 5;
 const ENVELOPE_FLAG_COMPRESSED = 0x01;
+/**
+ * How much of an oversized body is read and dropped so that the caller still gets its
+ * answer on a usable connection; past this the stream (HTTP/2) or connection (HTTP/1.1) is
+ * closed after the answer.
+ */
+const DISCARD_BYTES_MAX = 16 * 1024 * 1024;
 
 const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const GRPC_TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
@@ -85,7 +92,9 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
     interceptors: [...options.interceptors, refusalInterceptor],
     readMaxBytes: options.requestBytesMax,
     shutdownSignal: options.shutdownSignal,
-    acceptCompression: [compressionGzip, compressionBrotli],
+    // Requests are checked byte for byte before decoding, so none may be compressed (a
+    // compressed one is refused); unary replies are small, so none are compressed either.
+    acceptCompression: [],
     jsonOptions: { ignoreUnknownFields: false },
   });
   options.routes(router);
@@ -103,17 +112,21 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
 }
 
 async function serve(options: HandlerOptions, handler: UniversalHandler, req: NodeRequest, res: NodeResponse): Promise<void> {
-  const framing = unaryFraming(handler, req);
   const contextValues = createContextValues();
+  const framing = unaryFraming(handler, req);
   let uReq;
-  if (framing === undefined) {
-    uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
-  } else {
+  if (framing !== undefined) {
     const decoded = await decodeBody(handler, req, framing, options.requestBytesMax);
     if (decoded.refusal) contextValues.set(REFUSAL, decoded.refusal);
-    const json = 'json' in decoded ? decoded.json : undefined;
-    uReq = universalRequestFromNodeRequest(req, res, json, contextValues);
+    if (decoded.closeAfter) closeAfterResponse(req, res);
+    uReq = universalRequestFromNodeRequest(req, res, 'json' in decoded ? decoded.json : undefined, contextValues);
     if ('bytes' in decoded) uReq = { ...uReq, body: createAsyncIterable([decoded.bytes]) };
+    // The body was measured here and may have been replaced: the framework must not hold it
+    // to the caller's Content-Length.
+    uReq.header.delete('content-length');
+  } else {
+    uReq = universalRequestFromNodeRequest(req, res, undefined, contextValues);
+    if (req.method === 'GET' && handler.method.methodKind === 'unary') uReq = { ...uReq, url: checkGetMessage(handler, uReq.url, contextValues) };
   }
   capDeadline(uReq.header, options.timeoutMsMax);
   const uRes = await handler(uReq);
@@ -123,38 +136,83 @@ async function serve(options: HandlerOptions, handler: UniversalHandler, req: No
 /** The framing of a unary POST whose body this handler decodes, or undefined to leave it. */
 function unaryFraming(handler: UniversalHandler, req: NodeRequest): Framing | undefined {
   if (handler.method.methodKind !== 'unary' || req.method !== 'POST') return undefined;
-  const encoding = req.headers['content-encoding'];
-  if (encoding !== undefined && encoding !== 'identity') return undefined;
   const contentType = String(req.headers['content-type'] ?? '');
   return FRAMINGS.find(([pattern]) => pattern.test(contentType))?.[1];
 }
 
-type Decoded = { refusal?: BillingError } & ({ json: JsonValue } | { bytes: Uint8Array });
+type Decoded = { refusal?: BillingError; closeAfter?: boolean } & ({ json: JsonValue } | { bytes: Uint8Array });
+
+/** An empty message in each framing: what a refused request is replaced with. */
+function emptyMessage(framing: Framing): Decoded {
+  switch (framing) {
+    case 'connect-json':
+      return { json: {} };
+    case 'connect-proto':
+      return { bytes: new Uint8Array() };
+    case 'envelope-proto':
+      return { bytes: new Uint8Array(ENVELOPE_HEADER_BYTES) };
+    case 'envelope-json':
+      return { bytes: Uint8Array.of(0, 0, 0, 0, 2, 0x7b, 0x7d) };
+  }
+}
 
 /** Reads and checks a unary body; a refused one is replaced by an empty message. */
 async function decodeBody(handler: UniversalHandler, req: NodeRequest, framing: Framing, bytesMax: number): Promise<Decoded> {
-  const empty: Decoded = framing === 'connect-json' ? { json: {} } : { bytes: framing === 'envelope' ? EMPTY_ENVELOPE : new Uint8Array() };
-  const body = await readBody(req, framing === 'envelope' ? bytesMax + ENVELOPE_HEADER_BYTES : bytesMax);
-  if (body === undefined) return { ...empty, refusal: new BillingError('REQUEST_TOO_LARGE', `the request is larger than ${bytesMax} bytes`) };
+  const envelope = framing === 'envelope-proto' || framing === 'envelope-json';
+  const body = await readBody(req, envelope ? bytesMax + ENVELOPE_HEADER_BYTES : bytesMax);
+  const refuse = (refusal: BillingError): Decoded => ({ ...emptyMessage(framing), refusal, closeAfter: body.truncated });
+  if (body.bytes === undefined) return refuse(new BillingError('REQUEST_TOO_LARGE', `the request is larger than ${bytesMax} bytes`));
   try {
-    if (framing === 'connect-json') return { json: parseJsonRequest(handler.method.input, body) };
-    const message = framing === 'envelope' ? envelopeMessage(body) : body;
-    if (message) checkBinary(handler, message);
-    return { bytes: body };
+    // Compressed requests are not accepted: every byte that is decoded is checked here first.
+    const encoding = req.headers['content-encoding'];
+    if (!envelope && encoding !== undefined && encoding !== 'identity') throw compressed();
+    if (framing === 'connect-json') return { json: parseJsonRequest(handler.method.input, body.bytes) };
+    if (framing === 'connect-proto') {
+      await checkComplete(req, body.bytes.byteLength);
+      checkBinary(handler, body.bytes);
+    } else {
+      const message = envelopeMessage(body.bytes);
+      if (framing === 'envelope-json') parseJsonRequest(handler.method.input, message);
+      else checkBinary(handler, message);
+    }
+    return { bytes: body.bytes };
   } catch (error) {
-    if (error instanceof BillingError) return { ...empty, refusal: error };
+    if (error instanceof BillingError) return refuse(error);
     throw error;
   }
 }
 
-/** The message of a single-message envelope, or undefined when it is compressed. */
-function envelopeMessage(body: Uint8Array): Uint8Array | undefined {
+function compressed(): BillingError {
+  return new BillingError('MALFORMED_REQUEST', 'compressed requests are not accepted; send the message uncompressed');
+}
+
+/** The message of a single-message, uncompressed envelope. */
+function envelopeMessage(body: Uint8Array): Uint8Array {
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   if (body.byteLength < ENVELOPE_HEADER_BYTES || view.getUint32(1) !== body.byteLength - ENVELOPE_HEADER_BYTES) {
     throw new BillingError('MALFORMED_REQUEST', 'the request must be exactly one enveloped message');
   }
-  if ((view.getUint8(0) & ENVELOPE_FLAG_COMPRESSED) !== 0) return undefined;
+  if ((view.getUint8(0) & ENVELOPE_FLAG_COMPRESSED) !== 0) throw compressed();
   return body.subarray(ENVELOPE_HEADER_BYTES);
+}
+
+/**
+ * A Connect binary body has no framing of its own: a prefix of a message decodes as a
+ * message with fields missing. So it must be as long as its Content-Length, and an HTTP/2
+ * stream the client reset (which Node ends like a finished one) is not a complete body.
+ */
+async function checkComplete(req: NodeRequest, length: number): Promise<void> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) !== length) {
+    throw new BillingError('MALFORMED_REQUEST', `the body is ${length} bytes, its Content-Length says ${declared}`);
+  }
+  if ('stream' in req) {
+    await new Promise((resolve) => setImmediate(resolve));
+    const stream = req.stream;
+    if (req.aborted || (stream.rstCode !== undefined && stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR)) {
+      throw new BillingError('MALFORMED_REQUEST', 'the request stream was reset before its body was complete');
+    }
+  }
 }
 
 function checkBinary(handler: UniversalHandler, message: Uint8Array): void {
@@ -167,17 +225,81 @@ function checkBinary(handler: UniversalHandler, message: Uint8Array): void {
 }
 
 /**
- * The whole body, or undefined when it is over bytesMax; the rest of an oversized body is
- * read and dropped, so the stream ends cleanly and nothing of it stays buffered.
+ * Connect GET (methods without side effects) carries the message in the query. It gets the
+ * same checks as a POST body; a refused one is replaced by an empty message.
  */
-async function readBody(req: NodeRequest, bytesMax: number): Promise<Uint8Array | undefined> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    if (length <= bytesMax) chunks.push(chunk);
+function checkGetMessage(handler: UniversalHandler, url: string, contextValues: ContextValues): string {
+  const parsed = new URL(url);
+  const query = parsed.searchParams;
+  const message = query.get('message') ?? '';
+  const bytes = query.get('base64') === '1' ? Buffer.from(message, 'base64') : Buffer.from(message);
+  const json = query.get('encoding') === 'json';
+  try {
+    if (query.has('compression') && query.get('compression') !== 'identity') throw compressed();
+    if (json) parseJsonRequest(handler.method.input, bytes);
+    else checkBinary(handler, bytes);
+    return url;
+  } catch (error) {
+    if (!(error instanceof BillingError)) throw error;
+    contextValues.set(REFUSAL, error);
+    query.set('message', json ? '{}' : '');
+    query.delete('base64');
+    query.delete('compression');
+    return parsed.toString();
   }
-  return length <= bytesMax ? Buffer.concat(chunks) : undefined;
+}
+
+interface Body {
+  /** The whole body, or undefined when it is over the limit. */
+  bytes: Uint8Array | undefined;
+  /** True when an oversized body was not read to its end (the caller must close). */
+  truncated: boolean;
+}
+
+/**
+ * Reads a body up to bytesMax. The rest of an oversized body is read and dropped up to
+ * DISCARD_BYTES_MAX, so that the stream ends cleanly and nothing of it stays buffered in
+ * the session; a body declared or found to be longer than that is left unread.
+ */
+function readBody(req: NodeRequest, bytesMax: number): Promise<Body> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > bytesMax + DISCARD_BYTES_MAX) return Promise.resolve({ bytes: undefined, truncated: true });
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (body: Body) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      resolve(body);
+    };
+    const onData = (chunk: Buffer) => {
+      length += chunk.length;
+      if (length <= bytesMax) chunks.push(chunk);
+      else if (length > bytesMax + DISCARD_BYTES_MAX) {
+        req.pause();
+        finish({ bytes: undefined, truncated: true });
+      }
+    };
+    const onEnd = () => finish({ bytes: length <= bytesMax ? Buffer.concat(chunks) : undefined, truncated: false });
+    const onError = (error: Error) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      reject(error);
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+  });
+}
+
+/** Ends the stream (HTTP/2) or the connection (HTTP/1.1) once the answer is sent. */
+function closeAfterResponse(req: NodeRequest, res: NodeResponse): void {
+  if ('stream' in req) {
+    res.once('finish', () => req.stream.close(http2Constants.NGHTTP2_CANCEL));
+  } else {
+    (res as http.ServerResponse).setHeader('connection', 'close');
+  }
 }
 
 /**
@@ -186,7 +308,8 @@ async function readBody(req: NodeRequest, bytesMax: number): Promise<Uint8Array 
  */
 function strictUtf8(): void {
   const encoder = new TextEncoder();
-  const decoder = new TextDecoder('utf-8', { fatal: true });
+  // ignoreBOM: a leading U+FEFF is part of the string, not a marker to drop.
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   configureTextEncoding({
     encodeUtf8: (text) => encoder.encode(text),
     decodeUtf8: (bytes) => {

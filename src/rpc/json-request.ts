@@ -52,6 +52,8 @@ export function parseJsonRequest(schema: DescMessage, body: Uint8Array): JsonVal
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new BillingError('MALFORMED_REQUEST', `the request body must be a JSON object (${schema.typeName})`);
   }
+  const duplicate = duplicateKey(new TextDecoder().decode(body));
+  if (duplicate !== undefined) throw invalidField(keyName(duplicate), 'is set twice in one object');
   checkMessage(schema, json, '');
   try {
     fromJson(schema, json, { ignoreUnknownFields: false });
@@ -69,7 +71,7 @@ function checkMessage(schema: DescMessage, json: JsonValue, path: string): void 
   const keysSeen = new Map<number, string>();
   for (const [key, value] of Object.entries(json)) {
     const field = schema.fields.find((f) => f.jsonName === key || f.name === key);
-    if (!field) throw invalidField(join(path, key), `is not a field of ${schema.typeName}`);
+    if (!field) throw invalidField(join(path, keyName(key)), `is not a field of ${schema.typeName}`);
     const fieldPath = join(path, field.name);
     // "userId" and "user_id" are one field: sent under both names, which one counts would
     // depend on key order, and a proxy reading the other would disagree with the service.
@@ -175,6 +177,45 @@ function checkEnum(desc: DescEnum, value: JsonValue, path: string): void {
   // An unknown number is kept (proto3 enums are open) and refused by the operation itself.
   if (typeof value === 'number') return checkInteger(INT32, value, path);
   throw invalidField(path, `must be a name or number of ${desc.typeName}`);
+}
+
+/**
+ * The first key that appears twice in one object of a valid JSON text, if any. JSON.parse
+ * keeps the last one silently, so {"amountMillicredits":"1","amountMillicredits":"9"} would
+ * mean whatever a reader of the other copy did not see.
+ */
+function duplicateKey(text: string): string | undefined {
+  const objects: (Set<string> | undefined)[] = []; // undefined for an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (c === '{') {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      objects.push(undefined);
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+    } else if (c === ',') {
+      expectKey = objects[objects.length - 1] !== undefined;
+    } else if (c === '"') {
+      const start = i;
+      for (i += 1; text[i] !== '"'; i += 1) if (text[i] === '\\') i += 1;
+      const keys = objects[objects.length - 1];
+      if (expectKey && keys) {
+        const key = JSON.parse(text.slice(start, i + 1)) as string;
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      expectKey = false;
+    }
+  }
+  return undefined;
+}
+
+/** A caller's key as it goes into ErrorDetail.field: cut short if long. */
+function keyName(key: string): string {
+  return key.length > 64 ? `${key.slice(0, 64).toWellFormed()}…` : key;
 }
 
 function join(path: string, name: string): string {

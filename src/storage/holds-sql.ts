@@ -136,8 +136,12 @@ export async function insertIdempotency(
   s: SqlSession,
   record: { userId: string; idempotencyKey: string; requestHash: string; resultJson: string },
 ): Promise<void> {
+  // The account row is written too, even when nothing else of it changes (a hold released
+  // twice): lockAccount trusts its one-statement read only when the row it locked is the
+  // version its snapshot saw, so every write of a user's state must write that row.
   await s.query(
-    'insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)',
+    `with touch as (update user_accounts set updated_at = now() where user_id = $1)
+     insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)`,
     [record.userId, record.idempotencyKey, record.requestHash, record.resultJson],
   );
 }

@@ -112,9 +112,9 @@ export async function readAccount(s: Pick<SqlSession, 'query'>, userId: string):
  * joins and subqueries still come from the snapshot it started with, before the previous
  * holder of the lock committed. So the statement also says whether the row it locked is the
  * version its snapshot saw (same xmin). If it is, nothing committed a change to this account
- * in between, and every writer of the user's state updates the account row in the same
- * transaction (or, for a hold released twice, is caught by the idempotency primary key), so
- * the whole read is current. If not, the read is repeated in a new statement, which takes
+ * in between, and every writer of the user's state (transactions, idempotency records, holds,
+ * free operations) writes the account row in the same transaction, so the whole read is
+ * current. If not, the read is repeated in a new statement, which takes
  * a new snapshot while holding the lock: one extra round trip, only under contention.
  */
 export async function lockAccount(
