@@ -1,7 +1,7 @@
 -- pgbench script: what one Charge of the service does in PostgreSQL, and nothing else.
 -- Same round trips and SQL shape as src/ledger/mutation.ts → src/storage/ledger-sql.ts:
--- BEGIN; lockAccount (SELECT … FOR UPDATE, read again if the lock waited); appendTransaction
--- (one CTE statement); COMMIT.
+-- BEGIN; lockAccount (the lock, recording the clock; then the read); appendTransaction (one
+-- CTE statement); COMMIT.
 -- Values are literals shaped like a 1-milli-credit charge of product "bench" (the result
 -- JSON is the one the service stores for such a charge, with this call's user and key).
 --
@@ -12,28 +12,19 @@
 \set u random(:user_min, :user_max)
 \set k random(1, 9000000000000000000)
 BEGIN;
+select set_config('billing.as_of', clock_timestamp()::text, true) as as_of
+  from (select a.user_id from user_accounts a where a.user_id = 'bench-user-' || :u for update) locked;
 select a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements,
-  coalesce((select sum(r.amount_millicredits) from reservations r
-            where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()), 0)::text as expired,
+  (select coalesce(sum(r.amount_millicredits), 0)::text || ' ' || count(*) from reservations r
+    where r.user_id = a.user_id and r.status = 'ACTIVE'
+      and r.expires_at <= coalesce(nullif(current_setting('billing.as_of', true), '')::timestamptz, now())) as expired,
   coalesce((select f.used from daily_free_usage f
-            where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used,
-  k.request_hash, k.result,
-  (a.xmin = (select s.xmin from user_accounts s where s.user_id = 'bench-user-' || :u))::int as fresh
-from user_accounts a
-left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k
-where a.user_id = 'bench-user-' || :u for update of a \gset lock_
--- The lock waited for another writer: read again in a new statement (lockAccount does too).
-\if :lock_fresh = 0
-select a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements,
-  coalesce((select sum(r.amount_millicredits) from reservations r
-            where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()), 0)::text as expired,
-  coalesce((select f.used from daily_free_usage f
-            where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used,
+            where f.user_id = a.user_id
+              and f.day = (coalesce(nullif(current_setting('billing.as_of', true), '')::timestamptz, now()) at time zone 'utc')::date), 0)::text as free_used,
   k.request_hash, k.result
 from user_accounts a
 left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = 'pgbench-' || :client_id || '-' || :k
 where a.user_id = 'bench-user-' || :u;
-\endif
 with acct as (
   update user_accounts
      set balance_millicredits = balance_millicredits + (-1)::bigint,

@@ -4,6 +4,7 @@
 // which hold they captured.
 import { Code } from '@connectrpc/connect';
 import fc from 'fast-check';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
@@ -262,5 +263,45 @@ describe('captures', () => {
     expect(plain.transaction?.reservationId).toBe('');
     const history = await t.billing.listTransactions({ userId: user, types: [TransactionType.CHARGE] });
     expect(history.transactions.map((x) => x.reservationId)).toEqual(['', reservationId]);
+  });
+});
+
+describe('found by the bank and model tests', () => {
+  it('a capture that waited for the account lock past the hold\'s expiry finds it expired', async () => {
+    // The capture's transaction begins before the hold expires, then waits for the lock
+    // while it does. Judged by the transaction's start (now()) it captured a hold that had
+    // expired before it could lock, and its concurrent copies disagreed on the outcome.
+    const user = 'expiry-wait';
+    await grant(user, 10_000n);
+    const hold = await t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: { case: 'amountMillicredits', value: 2_000n }, ttlSeconds: 1 });
+    const blocker = new pg.Client({ connectionString: t.database!.url });
+    await blocker.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from user_accounts where user_id = $1 for update', [user]);
+      const capture = failure(
+        t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 1_000n }, reservationId: hold.reservation!.id }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await blocker.query('commit');
+      const { detail } = await capture;
+      expect(detail?.reason).toBe(ErrorReason.RESERVATION_EXPIRED);
+    } finally {
+      await blocker.end();
+    }
+    const after = await t.billing.getBalance({ userId: user });
+    expect(after.balance).toMatchObject({ balanceMillicredits: 10_000n, reservedMillicredits: 0n });
+  });
+
+  it('an expired hold of 0 cannot be captured', async () => {
+    const user = 'zero-hold';
+    await t.admin.setPlan({ userId: user, plan: 3 }); // PLAN_ADMIN: every hold is 0
+    const hold = await t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: { case: 'amountMillicredits', value: 1n }, ttlSeconds: 1 });
+    expect(hold.reservation?.amountMillicredits).toBe(0n);
+    await t.app.db.query("update reservations set expires_at = now() - interval '1 second' where id = $1", [hold.reservation!.id]);
+    const { detail } = await failure(
+      t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'amountMillicredits', value: 5n }, reservationId: hold.reservation!.id }),
+    );
+    expect(detail?.reason).toBe(ErrorReason.RESERVATION_EXPIRED);
   });
 });

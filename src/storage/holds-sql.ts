@@ -1,6 +1,7 @@
 // Holds (reservations) and the daily free-operation counter. Every function runs inside
 // the caller's transaction, after the account row is locked, except the sweeper, which
 // locks the accounts it touches itself, in user_id order.
+import { AS_OF } from './clock.js';
 import type { Row, SqlSession } from './database.js';
 
 export type ReservationStatus = 'ACTIVE' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
@@ -41,8 +42,8 @@ export async function insertReservation(
        update user_accounts set reserved_millicredits = reserved_millicredits + $2::bigint, updated_at = now()
         where user_id = $1 returning user_id
      )
-     insert into reservations (user_id, amount_millicredits, status, product, expires_at)
-     select acct.user_id, $2::bigint, 'ACTIVE', $3, now() + make_interval(secs => $4) from acct
+     insert into reservations (user_id, amount_millicredits, status, product, created_at, expires_at)
+     select acct.user_id, $2::bigint, 'ACTIVE', $3, ${AS_OF}, ${AS_OF} + make_interval(secs => $4) from acct
      returning ${RESERVATION_COLUMNS}`,
     [hold.userId, hold.amountMillicredits.toString(), hold.product, hold.ttlSeconds],
   );
@@ -84,7 +85,7 @@ export async function expireUserHolds(s: SqlSession, userId: string): Promise<vo
   await s.query(
     `with e as (
        update reservations set status = 'EXPIRED', settled_at = now()
-        where user_id = $1 and status = 'ACTIVE' and expires_at <= now()
+        where user_id = $1 and status = 'ACTIVE' and expires_at <= ${AS_OF}
         returning amount_millicredits
      )
      update user_accounts set reserved_millicredits = reserved_millicredits - (select coalesce(sum(amount_millicredits), 0) from e)
@@ -122,10 +123,10 @@ export async function sweepExpiredHolds(s: SqlSession, limit: number): Promise<n
   return users.length;
 }
 
-/** Counts free operations used today (UTC, the transaction's clock). */
+/** Counts free operations used today (UTC, by the unit of work's clock). */
 export async function addFreeUsage(s: SqlSession, userId: string, used: bigint): Promise<void> {
   await s.query(
-    `insert into daily_free_usage (user_id, day, used) values ($1, (now() at time zone 'utc')::date, $2::int)
+    `insert into daily_free_usage (user_id, day, used) values ($1, (${AS_OF} at time zone 'utc')::date, $2::int)
      on conflict (user_id, day) do update set used = daily_free_usage.used + excluded.used`,
     [userId, used.toString()],
   );
@@ -137,8 +138,8 @@ export async function insertIdempotency(
   record: { userId: string; idempotencyKey: string; requestHash: string; resultJson: string },
 ): Promise<void> {
   // The account row is written too, even when nothing else of it changes (a hold released
-  // twice): lockAccount trusts its one-statement read only when the row it locked is the
-  // version its snapshot saw, so every write of a user's state must write that row.
+  // twice): every write of a user's state writes that row, so its version (xmin) tells
+  // whether anything of the user changed.
   await s.query(
     `with touch as (update user_accounts set updated_at = now() where user_id = $1)
      insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)`,

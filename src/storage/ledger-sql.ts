@@ -2,6 +2,7 @@
 // transaction. Rows are mapped to plain domain records here; nothing above sees SQL.
 import type { Plan } from '../domain/catalogue.js';
 import type { Row, SqlSession } from './database.js';
+import { AS_OF, LOCK_ACCOUNT_SQL } from './clock.js';
 import { expireUserHolds } from './holds-sql.js';
 
 export interface AccountRow {
@@ -75,9 +76,9 @@ function toBigint(value: unknown): bigint {
 const ACCOUNT_COLUMNS = `
   a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements,
   (select coalesce(sum(r.amount_millicredits), 0)::text || ' ' || count(*) from reservations r
-    where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= now()) as expired,
+    where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= ${AS_OF}) as expired,
   coalesce((select f.used from daily_free_usage f
-            where f.user_id = a.user_id and f.day = (now() at time zone 'utc')::date), 0)::text as free_used`;
+            where f.user_id = a.user_id and f.day = (${AS_OF} at time zone 'utc')::date), 0)::text as free_used`;
 
 function mapAccount(row: Row): AccountRow {
   const reserved = toBigint(row.reserved);
@@ -107,38 +108,31 @@ export async function readAccount(s: Pick<SqlSession, 'query'>, userId: string):
  * and returns any result already recorded under the idempotency key. Every balance change
  * of the user happens after this lock, so the check-then-write below it is safe.
  *
- * The lock statement also reads the idempotency record, the expired holds and today's free
- * operations, but a statement that waited for FOR UPDATE re-reads only the locked row: its
- * joins and subqueries still come from the snapshot it started with, before the previous
- * holder of the lock committed. So the statement also says whether the row it locked is the
- * version its snapshot saw (same xmin). If it is, nothing committed a change to this account
- * in between, and every writer of the user's state (transactions, idempotency records, holds,
- * free operations) writes the account row in the same transaction, so the whole read is
- * current. If not, the read is repeated in a new statement, which takes
- * a new snapshot while holding the lock: one extra round trip, only under contention.
+ * Two statements: the lock (which also records the clock, clock.ts), then the read. A
+ * statement that waited for FOR UPDATE re-reads only the locked row; its joins and
+ * subqueries come from the snapshot it started with, before the previous holder of the lock
+ * committed (its idempotency record, captured holds, free operations). The read runs in a
+ * new statement, with a snapshot taken while the lock is held.
  */
 export async function lockAccount(
   s: SqlSession,
   userId: string,
   idempotencyKey: string,
 ): Promise<{ account: AccountRow; replay?: IdempotentReplay }> {
-  const read = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result
-    from user_accounts a
-    left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
-    where a.user_id = $1`;
-  const lock = `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result,
-      a.xmin = (select s.xmin from user_accounts s where s.user_id = $1) as fresh
-    from user_accounts a
-    left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
-    where a.user_id = $1 for update of a`;
-  let rows = await s.query(lock, [userId, idempotencyKey]);
-  if (!rows[0]) {
+  let locked = await s.query(LOCK_ACCOUNT_SQL, [userId]);
+  if (!locked[0]) {
     await s.query('insert into user_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
-    rows = await s.query(lock, [userId, idempotencyKey]);
+    locked = await s.query(LOCK_ACCOUNT_SQL, [userId]);
   }
-  if (rows[0] && rows[0].fresh !== true) rows = await s.query(read, [userId, idempotencyKey]);
+  const rows = await s.query(
+    `select ${ACCOUNT_COLUMNS}, k.request_hash, k.result
+       from user_accounts a
+       left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
+      where a.user_id = $1`,
+    [userId, idempotencyKey],
+  );
   const row = rows[0];
-  if (!row) throw new Error(`account ${userId} vanished while being locked`);
+  if (!locked[0] || !row) throw new Error(`account ${userId} vanished while being locked`);
   const account = mapAccount(row);
   if (account.expiredHolds > 0) {
     // Expired holds already stopped counting; end them now so that the stored reserved

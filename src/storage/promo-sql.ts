@@ -1,6 +1,7 @@
 // Promo codes' SQL. Codes arrive here already validated and upper-cased. Redemption
 // statements run inside the redeeming user's ledger transaction (after the account row
 // lock); the conditional UPDATE of the code's row is what keeps the total cap exact.
+import { AS_OF } from './clock.js';
 import type { Row, SqlSession } from './database.js';
 
 export interface PromoCodeRow {
@@ -27,7 +28,7 @@ type Query = Pick<SqlSession, 'query'>;
 
 const PROMO_COLUMNS = `code, amount_millicredits::text as amount, max_redemptions::text as max,
   redemptions::text as redemptions, floor(extract(epoch from expires_at) * 1000)::text as expires_ms, disabled,
-  coalesce(expires_at <= now(), false) as expired, floor(extract(epoch from created_at) * 1000)::text as created_ms`;
+  coalesce(expires_at <= ${AS_OF}, false) as expired, floor(extract(epoch from created_at) * 1000)::text as created_ms`;
 
 function mapPromo(row: Row): PromoCodeRow {
   const base: PromoCodeRow = {
@@ -106,7 +107,7 @@ export async function claimRedemption(s: SqlSession, code: string): Promise<bigi
     `update promo_codes set redemptions = redemptions + 1
       where code = $1 and not disabled
         and (max_redemptions = 0 or redemptions < max_redemptions)
-        and (expires_at is null or expires_at > now())
+        and (expires_at is null or expires_at > ${AS_OF})
       returning amount_millicredits::text as amount`,
     [code],
   );

@@ -1,0 +1,15 @@
+// The time a unit of work judges expiry and the UTC day by.
+//
+// PostgreSQL's now() is when the transaction began, and a transaction may wait a long time
+// for an account lock. Two requests on one account would then judge a hold's expiry out of
+// lock order: the one that locked second could capture a hold the first had just found
+// expired, because it began earlier. So lockAccount records the clock at the moment the lock
+// is granted, and every statement of the unit of work reads that instant. Outside a unit of
+// work (plain reads, the sweeper) it is now().
+
+/** SQL for the instant the account lock was granted in this transaction, else now(). */
+export const AS_OF = "coalesce(nullif(current_setting('billing.as_of', true), '')::timestamptz, now())";
+
+/** SQL that locks the user's account row and records AS_OF once the lock is held. */
+export const LOCK_ACCOUNT_SQL = `select set_config('billing.as_of', clock_timestamp()::text, true) as as_of
+  from (select a.user_id from user_accounts a where a.user_id = $1 for update) locked`;
