@@ -43,16 +43,18 @@ const INTEGER_RANGES: Partial<Record<ScalarType, IntegerRange>> = {
  * (INVALID_FIELD) or, for a body that is not a JSON object at all, MALFORMED_REQUEST.
  */
 export function parseJsonRequest(schema: DescMessage, body: Uint8Array): JsonValue {
+  let text: string;
   let json: JsonValue;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body)) as JsonValue;
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+    json = JSON.parse(text) as JsonValue;
   } catch {
     throw new BillingError('MALFORMED_REQUEST', `the request body is not valid UTF-8 JSON for ${schema.typeName}`);
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new BillingError('MALFORMED_REQUEST', `the request body must be a JSON object (${schema.typeName})`);
   }
-  const duplicate = duplicateKey(new TextDecoder().decode(body));
+  const duplicate = duplicateKey(text);
   if (duplicate !== undefined) throw invalidField(keyName(duplicate), 'is set twice in one object');
   checkMessage(schema, json, '');
   try {

@@ -137,12 +137,8 @@ export async function insertIdempotency(
   s: SqlSession,
   record: { userId: string; idempotencyKey: string; requestHash: string; resultJson: string },
 ): Promise<void> {
-  // The account row is written too, even when nothing else of it changes (a hold released
-  // twice): every write of a user's state writes that row, so its version (xmin) tells
-  // whether anything of the user changed.
   await s.query(
-    `with touch as (update user_accounts set updated_at = now() where user_id = $1)
-     insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)`,
+    'insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)',
     [record.userId, record.idempotencyKey, record.requestHash, record.resultJson],
   );
 }
