@@ -16,6 +16,7 @@ import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
 import { type Database, openDatabase } from './storage/database.js';
+import { Wallet } from './wallet/wallet.js';
 
 /** Longest deadline a client may set; longer ones are capped to this. */
 export const TIMEOUT_MS_MAX = 60_000;
@@ -25,6 +26,7 @@ export interface App {
   readonly db: Database;
   readonly ledger: Ledger;
   readonly holds: Holds;
+  readonly wallet: Wallet;
   readonly server: RunningServer;
   readonly metricsServer?: http.Server;
   readonly metrics: Metrics;
@@ -39,6 +41,8 @@ export interface BuildOptions {
   readonly metrics?: boolean;
   /** Run the scheduled jobs (default true). */
   readonly jobs?: boolean;
+  /** Poll the watched chains in the background (default: as jobs). Tests poll by hand. */
+  readonly depositPolling?: boolean;
   readonly log?: Logger;
 }
 
@@ -52,13 +56,15 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const promos = new Promos(db, config.catalogue);
   const topUps = new DailyTopUps(db, config.catalogue);
   const metrics = createMetrics();
+  const wallet = new Wallet(db, config.wallet, config.catalogue, log, metrics.registry);
+  await wallet.checkKeys();
   const server = await startServer({
     port: config.port,
     host: config.host,
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
-    routes: routes({ ledger, holds, accounts, promos, topUps, db, probe: () => db.ping() }),
+    routes: routes({ ledger, holds, accounts, promos, topUps, db, wallet, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)
@@ -67,6 +73,8 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
         scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log),
       ]
     : [];
+  if (options.depositPolling ?? options.jobs ?? true) wallet.start();
+  if (!wallet.enabled) log.info(config.wallet.disabledReason);
   let metricsServer: http.Server | undefined;
   if (options.metrics ?? true) {
     metricsServer = http.createServer((req, res) => {
@@ -83,12 +91,14 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     db,
     ledger,
     holds,
+    wallet,
     server,
     metrics,
     ...(metricsServer ? { metricsServer } : {}),
     log,
     close: async () => {
       for (const job of jobs) job.stop();
+      await wallet.stop();
       await server.close();
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       if (ownsDb) await db.close();

@@ -3,9 +3,13 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import cron from 'node-cron';
+import { getAddress } from 'ethers';
 import { z } from 'zod';
 import { HOLD_TTL_SECONDS_MAX, type Catalogue, type ModelPrice, type OperationPrice } from './domain/catalogue.js';
 import { AMOUNT_MILLICREDITS_MAX, parseDecimal } from './domain/money.js';
+import { type ChainName, type ChainSpec, CHAINS, chainByName, defaultTokens, type TokenSpec } from './wallet/chains.js';
+import { loadWalletKeys, WalletKeyError, type WalletKeys } from './wallet/keys.js';
+import { type ExactDecimal, parseExact } from './wallet/pricing.js';
 
 export type Scope = 'spend' | 'grant' | 'admin' | 'wallet';
 export const SCOPES: readonly Scope[] = ['spend', 'grant', 'admin', 'wallet'];
@@ -27,6 +31,41 @@ export interface Config {
   readonly logLevel: string;
   /** Largest request body accepted, in bytes. */
   readonly requestBytesMax: number;
+  readonly wallet: WalletConfig;
+}
+
+/** A chain to watch: its RPC URL is set. */
+export interface WatchedChain {
+  readonly spec: ChainSpec;
+  /** May carry a provider's API key: never logged. */
+  readonly url: string;
+  /** Credit at this many confirmations instead of at the chain's finalized block. */
+  readonly confirmations?: number;
+}
+
+export type PriceSource =
+  | { readonly kind: 'static'; readonly usdCents: ExactDecimal }
+  | { readonly kind: 'chainlink'; readonly feeds: ReadonlyMap<ChainName, string>; readonly maxAgeSeconds: number };
+
+/** What the catalogue says about deposits: the credit's price, the minimum, tokens, prices. */
+export interface DepositTerms {
+  readonly creditPriceUsdCents: ExactDecimal;
+  readonly minimumUsdCents: bigint;
+  /** Accepted tokens per chain, the native coin first. */
+  readonly tokens: ReadonlyMap<ChainName, readonly TokenSpec[]>;
+  /** Price source per token symbol; a symbol without one is never priced. */
+  readonly prices: ReadonlyMap<string, PriceSource>;
+}
+
+export interface WalletConfig {
+  /** The public account node; undefined when the wallet is off. */
+  readonly keys?: WalletKeys;
+  /** Why the wallet is off, for FAILED_PRECONDITION; undefined when it is on. */
+  readonly disabledReason?: string;
+  readonly chains: readonly WatchedChain[];
+  readonly terms?: DepositTerms;
+  readonly pollSeconds: number;
+  readonly blocksPerPoll: number;
 }
 
 export class ConfigError extends Error {
@@ -39,6 +78,10 @@ export class ConfigError extends Error {
 const millicredits = z.union([z.number().int(), z.string().regex(/^\d+$/)])
   .transform((v) => BigInt(v))
   .refine((v) => v >= 0n && v <= AMOUNT_MILLICREDITS_MAX, 'must be between 0 and 10^12 milli-credits');
+
+const exactPositive = z.string()
+  .refine((v) => parseExact(v) !== undefined, 'must be an exact decimal string like "1.27"')
+  .refine((v) => (parseExact(v)?.units ?? 0n) > 0n, 'must be positive');
 
 const nameSchema = z.string().regex(/^[a-z0-9._-]{1,64}$/, 'must be 1-64 characters of a-z 0-9 . _ -');
 
@@ -78,6 +121,23 @@ const catalogueFileSchema = z.object({
     defaultTtlSeconds: z.number().int().min(1).max(HOLD_TTL_SECONDS_MAX).default(600),
     sweepSchedule: z.string().default('*/30 * * * * *'),
   }),
+  deposits: z.object({
+    creditPriceUsdCents: exactPositive,
+    minimumUsdCents: z.number().int().min(0).max(100_000_000).default(100),
+    tokens: z.array(z.object({
+      chain: z.enum(CHAINS.map((c) => c.name) as [ChainName, ...ChainName[]]),
+      symbol: z.string().regex(/^[A-Za-z0-9.]{1,16}$/, 'must be 1-16 characters of A-Z a-z 0-9 .'),
+      contract: z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed 20-byte address'),
+      decimals: z.number().int().min(0).max(36),
+    })).default([]),
+    prices: z.record(z.string(), z.union([
+      z.object({ staticUsdCents: exactPositive }).strict(),
+      z.object({
+        chainlink: z.record(z.string(), z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be a 0x-prefixed 20-byte address')),
+        maxAgeSeconds: z.number().int().min(1).max(7 * 86_400).default(3600),
+      }).strict(),
+    ])).default({}),
+  }).optional(),
 }).loose();
 
 const envSchema = z.object({
@@ -91,7 +151,12 @@ const envSchema = z.object({
   NODE_ENV: z.string().default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
+  DEPOSIT_POLL_SECONDS: z.coerce.number().min(0.1).max(3600).default(15),
+  DEPOSIT_BLOCKS_PER_POLL: z.coerce.number().int().min(1).max(10_000).default(100),
 });
+
+const rpcUrlSchema = z.string().regex(/^https?:\/\/\S+$/, 'must be an http:// or https:// URL').optional();
+const confirmationsSchema = z.coerce.number().int().min(1).max(100_000).optional();
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -154,7 +219,10 @@ function buildCatalogue(file: z.infer<typeof catalogueFileSchema>, problems: str
 }
 
 /** Parses a catalogue file's JSON text; throws ConfigError listing every problem. */
-export function parseCatalogue(text: string, source: string): { catalogue: Catalogue; topUpSchedule: string; sweepSchedule: string } {
+export function parseCatalogue(
+  text: string,
+  source: string,
+): { catalogue: Catalogue; topUpSchedule: string; sweepSchedule: string; deposits?: DepositTerms } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -171,8 +239,99 @@ export function parseCatalogue(text: string, source: string): { catalogue: Catal
   ] as const) {
     if (!cron.validate(schedule)) problems.push(`${source}: ${field}: "${schedule}" is not a cron expression`);
   }
+  const deposits = parsed.data.deposits ? buildDepositTerms(parsed.data.deposits, source, problems) : undefined;
   if (problems.length > 0) throw new ConfigError(problems);
-  return { catalogue, topUpSchedule: parsed.data.dailyTopUp.schedule, sweepSchedule: parsed.data.holds.sweepSchedule };
+  return {
+    catalogue,
+    topUpSchedule: parsed.data.dailyTopUp.schedule,
+    sweepSchedule: parsed.data.holds.sweepSchedule,
+    ...(deposits ? { deposits } : {}),
+  };
+}
+
+type DepositsFile = NonNullable<z.infer<typeof catalogueFileSchema>['deposits']>;
+
+function buildDepositTerms(file: DepositsFile, source: string, problems: string[]): DepositTerms {
+  const tokens = new Map<ChainName, TokenSpec[]>(CHAINS.map((c) => [c.name, defaultTokens(c.name)]));
+  for (const t of file.tokens) {
+    const list = tokens.get(t.chain)!;
+    const contract = getAddress(t.contract.toLowerCase());
+    if (list.some((known) => known.symbol === t.symbol || known.contract === contract)) {
+      problems.push(`${source}: deposits.tokens: ${t.chain} already accepts ${t.symbol} or ${contract}`);
+      continue;
+    }
+    list.push({ chain: t.chain, symbol: t.symbol, contract, decimals: t.decimals });
+  }
+  // USDC is priced at $1 unless the catalogue says otherwise. ETH has no default: until the
+  // catalogue prices it (statically or by a feed), ETH deposits stay unpriced, not credited.
+  const prices = new Map<string, PriceSource>([['USDC', { kind: 'static', usdCents: parseExact('100')! }]]);
+  const symbols = new Set([...tokens.values()].flatMap((list) => list.map((t) => t.symbol)));
+  for (const [symbol, spec] of Object.entries(file.prices)) {
+    if (!symbols.has(symbol)) problems.push(`${source}: deposits.prices: "${symbol}" is not an accepted token`);
+    if ('staticUsdCents' in spec) {
+      prices.set(symbol, { kind: 'static', usdCents: parseExact(spec.staticUsdCents)! });
+      continue;
+    }
+    const feeds = new Map<ChainName, string>();
+    for (const [chain, address] of Object.entries(spec.chainlink)) {
+      if (!chainByName(chain)) problems.push(`${source}: deposits.prices.${symbol}.chainlink: unknown chain "${chain}"`);
+      else feeds.set(chain as ChainName, getAddress(address.toLowerCase()));
+    }
+    prices.set(symbol, { kind: 'chainlink', feeds, maxAgeSeconds: spec.maxAgeSeconds });
+  }
+  return {
+    creditPriceUsdCents: parseExact(file.creditPriceUsdCents)!,
+    minimumUsdCents: BigInt(file.minimumUsdCents),
+    tokens,
+    prices,
+  };
+}
+
+/** Watched chains, the key material and why the wallet is off, if it is. */
+function loadWallet(
+  env: NodeJS.ProcessEnv,
+  parsed: { DEPOSIT_POLL_SECONDS: number; DEPOSIT_BLOCKS_PER_POLL: number },
+  dataDir: string,
+  terms: DepositTerms | undefined,
+  problems: string[],
+): WalletConfig {
+  const chains: WatchedChain[] = [];
+  for (const spec of CHAINS) {
+    // The URL's text is never quoted back: it may hold a provider's API key.
+    const url = rpcUrlSchema.safeParse(env[spec.urlVariable] || undefined);
+    const confirmations = confirmationsSchema.safeParse(env[spec.confirmationsVariable] || undefined);
+    if (!url.success) problems.push(`env ${spec.urlVariable}: must be an http:// or https:// URL`);
+    if (!confirmations.success) problems.push(...issues(`env ${spec.confirmationsVariable}: `, confirmations.error));
+    if (!url.success || !url.data) continue;
+    chains.push({ spec, url: url.data, ...(confirmations.success && confirmations.data ? { confirmations: confirmations.data } : {}) });
+  }
+  const base = {
+    chains,
+    ...(terms ? { terms } : {}),
+    pollSeconds: parsed.DEPOSIT_POLL_SECONDS,
+    blocksPerPoll: parsed.DEPOSIT_BLOCKS_PER_POLL,
+  };
+  let keys: WalletKeys | undefined;
+  try {
+    keys = loadWalletKeys({
+      ...(env.WALLET_SEED ? { seed: env.WALLET_SEED } : {}),
+      ...(env.WALLET_XPUB ? { xpub: env.WALLET_XPUB } : {}),
+      dataDir,
+      // A seed is generated only for a service that will watch a chain with it.
+      generate: chains.length > 0 && terms !== undefined,
+    });
+  } catch (error) {
+    if (error instanceof WalletKeyError) problems.push(error.message);
+    else problems.push(`wallet: cannot load the key material: ${(error as Error).message}`);
+  }
+  const disabledReason = !terms
+    ? 'crypto deposits are off: the catalogue has no "deposits" section (credit price and minimum)'
+    : chains.length === 0
+      ? 'crypto deposits are off: no chain RPC URL is set (ETHEREUM_RPC_URL, BASE_RPC_URL, ARBITRUM_RPC_URL, OPTIMISM_RPC_URL)'
+      : !keys
+        ? 'crypto deposits are off: no key material (WALLET_SEED, WALLET_XPUB or a seed file under BILLING_DATA_DIR)'
+        : undefined;
+  return Object.freeze({ ...base, ...(keys && !disabledReason ? { keys } : {}), ...(disabledReason ? { disabledReason } : {}) });
 }
 
 /** Reads the whole configuration; throws ConfigError listing every problem at once. */
@@ -197,6 +356,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (error instanceof ConfigError) problems.push(...error.problems);
     else problems.push(`BILLING_CONFIG: cannot read ${configPath}: ${(error as Error).message}`);
   }
+  const dataDir = e.BILLING_DATA_DIR.startsWith('memory://') ? e.BILLING_DATA_DIR : resolve(e.BILLING_DATA_DIR);
+  const wallet = loadWallet(env, e, dataDir, catalogueResult?.deposits, problems);
   if (problems.length > 0 || !catalogueResult) throw new ConfigError(problems);
   return Object.freeze({
     port: e.PORT,
@@ -204,7 +365,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host,
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
     // "memory://" selects an in-memory embedded database; anything else is a directory.
-    dataDir: e.BILLING_DATA_DIR.startsWith('memory://') ? e.BILLING_DATA_DIR : resolve(e.BILLING_DATA_DIR),
+    dataDir,
     configPath,
     production,
     tokens,
@@ -213,5 +374,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     holdSweepSchedule: catalogueResult.sweepSchedule,
     logLevel: e.LOG_LEVEL,
     requestBytesMax: e.REQUEST_BYTES_MAX,
+    wallet,
   });
 }

@@ -6,6 +6,9 @@ import { ConfigError, loadConfig } from './config.js';
 
 async function main(): Promise<void> {
   const config = loadConfig();
+  // The seed is now only a public node inside config.wallet: drop the text from the
+  // environment, where child processes and diagnostics could otherwise read it.
+  delete process.env.WALLET_SEED;
   const log = pino({ level: config.logLevel, base: { service: 'billing' } });
   if (config.tokens.size === 0) {
     log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
@@ -18,6 +21,9 @@ async function main(): Promise<void> {
       metricsPort: config.metricsPort,
       database: app.db.kind,
       catalogue: config.catalogue.name,
+      wallet: app.wallet.enabled
+        ? { keys: config.wallet.keys?.source, chains: app.wallet.watchers.map((w) => w.name) }
+        : 'off',
     },
     'billing service listening',
   );

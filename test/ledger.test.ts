@@ -422,6 +422,7 @@ describe('the schema\'s CHECK constraints', () => {
     "insert into promo_codes (code, amount_millicredits, max_redemptions, redemptions) values ('CK', 1, 2, 1)",
     `insert into reservations (id, user_id, amount_millicredits, status, expires_at)
        values (9000000000000000000, 'ck-user', 1, 'CAPTURED', now())`,
+    "insert into deposit_addresses (user_id, derivation_index, address) values ('ck-user', 2147483000, '0x' || repeat('a', 40))",
   ];
   const account = (set: string) => `update user_accounts set ${set} where user_id = 'ck-user'`;
   const transaction = (type: string, amount: number, more: { balanceAfter?: number; refunded?: string; reservation?: string } = {}) =>
@@ -437,7 +438,54 @@ describe('the schema\'s CHECK constraints', () => {
     `insert into reservations (user_id, amount_millicredits, status, expires_at) values ('ck-user', ${amount}, '${status}', now())`;
   const promo = (amount: number, max: number, redemptions: number) =>
     `insert into promo_codes (code, amount_millicredits, max_redemptions, redemptions) values ('CK2', ${amount}, ${max}, ${redemptions})`;
+  const address = (index: number, text = "'0x' || repeat('b', 40)") =>
+    `insert into deposit_addresses (user_id, derivation_index, address) values ('ck-user2', ${index}, ${text})`;
+  const deposit = (more: { txHash?: string; logIndex?: number; raw?: string; status?: string; symbol?: string; credits?: number; txn?: string } = {}) =>
+    `insert into deposits (chain_id, tx_hash, log_index, user_id, from_address, token_symbol, token_contract, raw_amount,
+                           block_number, block_hash, status, credits_millicredits, transaction_id)
+       values (8453, ${more.txHash ?? "'0x' || repeat('c', 64)"}, ${more.logIndex ?? -1}, 'ck-user', '', '${more.symbol ?? 'ETH'}', '',
+               ${more.raw ?? '1'}, 1, 'h', '${more.status ?? 'PENDING'}', ${more.credits ?? 0}, ${more.txn ?? 'null'})`;
   const CHECKS: { name: string; accepts: string[]; refuses: string[] }[] = [
+    {
+      name: 'deposit_address_counter_single_row',
+      accepts: ['update deposit_address_counter set last_index = last_index where id'],
+      refuses: ['insert into deposit_address_counter (id, last_index) values (false, 0)'],
+    },
+    {
+      name: 'deposit_address_counter_last_index_nonnegative',
+      accepts: ['update deposit_address_counter set last_index = 0'],
+      refuses: ['update deposit_address_counter set last_index = -1'],
+    },
+    { name: 'deposit_addresses_index_range', accepts: [address(1), address(2147483647)], refuses: [address(0), address(2147483648)] },
+    {
+      name: 'deposit_addresses_address_lower_hex',
+      accepts: [address(5)],
+      refuses: [address(5, "'0x' || repeat('B', 40)"), address(5, "'0x' || repeat('b', 39)"), address(5, "repeat('b', 42)")],
+    },
+    {
+      name: 'wallet_chains_cursor_nonnegative',
+      accepts: ["insert into wallet_chains (chain_id, cursor_number, cursor_hash, head_number, finalized_number) values (1, 0, 'h', 0, 0)"],
+      refuses: ["insert into wallet_chains (chain_id, cursor_number, cursor_hash, head_number, finalized_number) values (1, -1, 'h', 0, 0)"],
+    },
+    { name: 'deposits_tx_hash_hex', accepts: [deposit()], refuses: [deposit({ txHash: "'0x' || repeat('C', 64)" }), deposit({ txHash: "'0x12'" })] },
+    { name: 'deposits_log_index_range', accepts: [deposit({ logIndex: -1 }), deposit({ logIndex: 0 })], refuses: [deposit({ logIndex: -2 })] },
+    { name: 'deposits_raw_amount_positive', accepts: [deposit({ raw: '1' })], refuses: [deposit({ raw: '0' }), deposit({ raw: '-1' })] },
+    {
+      name: 'deposits_status_known',
+      accepts: ['PENDING', 'BELOW_MINIMUM', 'UNPRICED', 'REORGED'].map((status) => deposit({ status })),
+      refuses: [deposit({ status: 'LOST' }), deposit({ status: 'pending' })],
+    },
+    { name: 'deposits_credits_nonnegative', accepts: [deposit({ credits: 0 })], refuses: [deposit({ credits: -1 })] },
+    {
+      name: 'deposits_credited_has_transaction',
+      accepts: [deposit({ status: 'CREDITED', txn: '9000000000000000000' })],
+      refuses: [deposit({ status: 'CREDITED' }), deposit({ status: 'PENDING', txn: '9000000000000000000' })],
+    },
+    {
+      name: 'deposits_unsupported_has_no_symbol',
+      accepts: [deposit({ status: 'UNSUPPORTED', symbol: '' })],
+      refuses: [deposit({ status: 'UNSUPPORTED', symbol: 'ETH' }), deposit({ status: 'PENDING', symbol: '' })],
+    },
     {
       name: 'user_accounts_user_id_length',
       accepts: ["insert into user_accounts (user_id) values (repeat('u', 128))"],

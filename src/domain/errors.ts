@@ -25,6 +25,7 @@ export type ErrorReason =
   | 'BALANCE_LIMIT_EXCEEDED'
   | 'MALFORMED_REQUEST'
   | 'REQUEST_TOO_LARGE'
+  | 'WALLET_DISABLED'
   | 'NOT_IMPLEMENTED';
 
 /** Figures and pointers a caller needs to act on an error. */

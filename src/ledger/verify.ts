@@ -137,6 +137,24 @@ const CHECKS: readonly Check[] = [
     }),
   },
   {
+    invariant: 'deposit_matches_transaction',
+    // Credited deposits and DEPOSIT transactions match one to one: same user, same amount.
+    sql: `select coalesce(t.id::text, d.transaction_id::text, '') as id, coalesce(t.user_id, d.user_id) as user_id,
+                 d.id::text as deposit, d.credits_millicredits::text as credits, t.amount_millicredits::text as amount, t.type
+            from (select * from deposits where status = 'CREDITED') d
+            full join (select * from transactions where type = 'DEPOSIT') t on t.id = d.transaction_id
+           where d.id is null or t.id is null or t.user_id <> d.user_id or t.amount_millicredits <> d.credits_millicredits`,
+    describe: (r) => ({
+      account: `user:${String(r.user_id)}`,
+      transactionId: String(r.id),
+      description: r.deposit === null
+        ? 'a DEPOSIT transaction that no credited deposit names'
+        : r.amount === null
+          ? `credited deposit ${String(r.deposit)} has no DEPOSIT transaction`
+          : `deposit ${String(r.deposit)} credited ${String(r.credits)} but its transaction moved ${String(r.amount)}`,
+    }),
+  },
+  {
     invariant: 'promo_redemptions_counted',
     sql: `select c.code, c.redemptions::text as stored, count(r.user_id)::text as derived
             from promo_codes c left join promo_redemptions r on r.code = c.code

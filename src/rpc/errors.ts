@@ -31,6 +31,7 @@ export const ERROR_TABLE: Readonly<Record<ErrorReason, readonly [Code, ProtoReas
   BALANCE_LIMIT_EXCEEDED: [Code.FailedPrecondition, ProtoReason.BALANCE_LIMIT_EXCEEDED],
   MALFORMED_REQUEST: [Code.InvalidArgument, ProtoReason.MALFORMED_REQUEST],
   REQUEST_TOO_LARGE: [Code.ResourceExhausted, ProtoReason.REQUEST_TOO_LARGE],
+  WALLET_DISABLED: [Code.FailedPrecondition, ProtoReason.WALLET_DISABLED],
   NOT_IMPLEMENTED: [Code.Unimplemented, ProtoReason.UNSPECIFIED],
 };
 

@@ -13,10 +13,12 @@ import type { Ledger } from '../ledger/ledger.js';
 import type { Promos } from '../ledger/promo.js';
 import type { DailyTopUps } from '../ledger/top-up.js';
 import type { Database } from '../storage/database.js';
+import type { Wallet } from '../wallet/wallet.js';
 import { adminService } from './admin-service.js';
 import { billingService } from './billing-service.js';
 import { registerHealth } from './health.js';
 import { registerReflection } from './reflection.js';
+import { walletService } from './wallet-service.js';
 
 export interface RouteDeps {
   readonly ledger: Ledger;
@@ -25,6 +27,7 @@ export interface RouteDeps {
   readonly promos: Promos;
   readonly topUps: DailyTopUps;
   readonly db: Database;
+  readonly wallet: Wallet;
   /** True while the database answers. */
   readonly probe: () => Promise<boolean>;
 }
@@ -33,7 +36,7 @@ export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(BillingService, billingService(deps));
     router.service(AdminService, adminService(deps));
-    router.service(WalletService, {});
+    router.service(WalletService, walletService(deps.wallet));
     registerHealth(router, deps.probe, [BillingService.typeName, AdminService.typeName, WalletService.typeName]);
     registerReflection(router, [
       file_billing_v1_billing_service,

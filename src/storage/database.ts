@@ -14,6 +14,7 @@ import type { Pool, PoolClient } from 'pg';
 import { entities } from './entities.js';
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
+import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
 
 export type Row = Record<string, unknown>;
 
@@ -50,6 +51,7 @@ export const STATEMENT_TIMEOUT_MS = 10_000;
 export const migrationsList = [
   { name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger },
   { name: 'Migration20261201000000_charge_reservation', class: Migration20261201000000_charge_reservation },
+  { name: 'Migration20261202000000_deposits', class: Migration20261202000000_deposits },
 ];
 
 const ormOptions = {

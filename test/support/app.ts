@@ -5,6 +5,7 @@ import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect
 import pino from 'pino';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
 import { ErrorDetailSchema, type ErrorDetail, ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -17,6 +18,7 @@ export interface TestApp {
   readonly url: string;
   readonly billing: Client<typeof BillingService>;
   readonly admin: Client<typeof AdminService>;
+  readonly wallet: Client<typeof WalletService>;
   /** The same services over the Connect protocol on HTTP/1.1. */
   readonly billingHttp1: Client<typeof BillingService>;
   readonly database?: TestDatabase;
@@ -63,6 +65,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
     url,
     billing: createClient(BillingService, grpc),
     admin: createClient(AdminService, grpc),
+    wallet: createClient(WalletService, grpc),
     billingHttp1: createClient(BillingService, connect),
     ...(database ? { database } : {}),
     close: async () => {

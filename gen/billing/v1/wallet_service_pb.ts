@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/wallet_service.proto.
  */
 export const file_billing_v1_wallet_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9iaWxsaW5nL3YxL3dhbGxldF9zZXJ2aWNlLnByb3RvEgpiaWxsaW5nLnYxIicKBUNoYWluEhAKCGNoYWluX2lkGAEgASgDEgwKBG5hbWUYAiABKAkiVQoFVG9rZW4SEAoIY2hhaW5faWQYASABKAMSDgoGc3ltYm9sGAIgASgJEhgKEGNvbnRyYWN0X2FkZHJlc3MYAyABKAkSEAoIZGVjaW1hbHMYBCABKAUisAIKB0RlcG9zaXQSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIQCghjaGFpbl9pZBgDIAEoAxIPCgd0eF9oYXNoGAQgASgJEhEKCWxvZ19pbmRleBgFIAEoAxIUCgx0b2tlbl9zeW1ib2wYBiABKAkSEgoKcmF3X2Ftb3VudBgHIAEoCRIXCg9wcmljZV91c2RfY2VudHMYCCABKAkSHAoUY3JlZGl0c19taWxsaWNyZWRpdHMYCSABKAMSFQoNY29uZmlybWF0aW9ucxgKIAEoAxIpCgZzdGF0dXMYCyABKA4yGS5iaWxsaW5nLnYxLkRlcG9zaXRTdGF0dXMSLwoLZGV0ZWN0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIisKGEdldERlcG9zaXRBZGRyZXNzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIq8BChlHZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkSGAoQZGVyaXZhdGlvbl9pbmRleBgCIAEoAxIhCgZjaGFpbnMYAyADKAsyES5iaWxsaW5nLnYxLkNoYWluEiEKBnRva2VucxgEIAMoCzIRLmJpbGxpbmcudjEuVG9rZW4SIQoZbWluaW11bV9kZXBvc2l0X3VzZF9jZW50cxgFIAEoAyJNChNMaXN0RGVwb3NpdHNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiVgoUTGlzdERlcG9zaXRzUmVzcG9uc2USJQoIZGVwb3NpdHMYASADKAsyEy5iaWxsaW5nLnYxLkRlcG9zaXQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKsMBCg1EZXBvc2l0U3RhdHVzEh4KGkRFUE9TSVRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWREVQT1NJVF9TVEFUVVNfUEVORElORxABEhsKF0RFUE9TSVRfU1RBVFVTX0NSRURJVEVEEAISIAocREVQT1NJVF9TVEFUVVNfQkVMT1dfTUlOSU1VTRADEhsKF0RFUE9TSVRfU1RBVFVTX1VOUFJJQ0VEEAQSGgoWREVQT1NJVF9TVEFUVVNfUkVPUkdFRBAFMskBCg1XYWxsZXRTZXJ2aWNlEmAKEUdldERlcG9zaXRBZGRyZXNzEiQuYmlsbGluZy52MS5HZXREZXBvc2l0QWRkcmVzc1JlcXVlc3QaJS5iaWxsaW5nLnYxLkdldERlcG9zaXRBZGRyZXNzUmVzcG9uc2USVgoMTGlzdERlcG9zaXRzEh8uYmlsbGluZy52MS5MaXN0RGVwb3NpdHNSZXF1ZXN0GiAuYmlsbGluZy52MS5MaXN0RGVwb3NpdHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9iaWxsaW5nL3YxL3dhbGxldF9zZXJ2aWNlLnByb3RvEgpiaWxsaW5nLnYxIk4KBUNoYWluEhAKCGNoYWluX2lkGAEgASgDEgwKBG5hbWUYAiABKAkSEwoLcGF5bWVudF91cmkYAyABKAkSEAoIZmluYWxpdHkYBCABKAkiagoFVG9rZW4SEAoIY2hhaW5faWQYASABKAMSDgoGc3ltYm9sGAIgASgJEhgKEGNvbnRyYWN0X2FkZHJlc3MYAyABKAkSEAoIZGVjaW1hbHMYBCABKAUSEwoLcGF5bWVudF91cmkYBSABKAkiwAMKB0RlcG9zaXQSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIQCghjaGFpbl9pZBgDIAEoAxIPCgd0eF9oYXNoGAQgASgJEhEKCWxvZ19pbmRleBgFIAEoAxIUCgx0b2tlbl9zeW1ib2wYBiABKAkSEgoKcmF3X2Ftb3VudBgHIAEoCRIXCg9wcmljZV91c2RfY2VudHMYCCABKAkSHAoUY3JlZGl0c19taWxsaWNyZWRpdHMYCSABKAMSFQoNY29uZmlybWF0aW9ucxgKIAEoAxIpCgZzdGF0dXMYCyABKA4yGS5iaWxsaW5nLnYxLkRlcG9zaXRTdGF0dXMSLwoLZGV0ZWN0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnRva2VuX2NvbnRyYWN0GA0gASgJEhQKDGJsb2NrX251bWJlchgOIAEoAxISCgpibG9ja19oYXNoGA8gASgJEh4KFmNyZWRpdF9wcmljZV91c2RfY2VudHMYECABKAkSFgoOdHJhbnNhY3Rpb25faWQYESABKAkSFAoMZnJvbV9hZGRyZXNzGBIgASgJIisKGEdldERlcG9zaXRBZGRyZXNzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIs8BChlHZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkSGAoQZGVyaXZhdGlvbl9pbmRleBgCIAEoAxIhCgZjaGFpbnMYAyADKAsyES5iaWxsaW5nLnYxLkNoYWluEiEKBnRva2VucxgEIAMoCzIRLmJpbGxpbmcudjEuVG9rZW4SIQoZbWluaW11bV9kZXBvc2l0X3VzZF9jZW50cxgFIAEoAxIeChZjcmVkaXRfcHJpY2VfdXNkX2NlbnRzGAYgASgJIk0KE0xpc3REZXBvc2l0c1JlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJWChRMaXN0RGVwb3NpdHNSZXNwb25zZRIlCghkZXBvc2l0cxgBIAMoCzITLmJpbGxpbmcudjEuRGVwb3NpdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkq4wEKDURlcG9zaXRTdGF0dXMSHgoaREVQT1NJVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZERVBPU0lUX1NUQVRVU19QRU5ESU5HEAESGwoXREVQT1NJVF9TVEFUVVNfQ1JFRElURUQQAhIgChxERVBPU0lUX1NUQVRVU19CRUxPV19NSU5JTVVNEAMSGwoXREVQT1NJVF9TVEFUVVNfVU5QUklDRUQQBBIaChZERVBPU0lUX1NUQVRVU19SRU9SR0VEEAUSHgoaREVQT1NJVF9TVEFUVVNfVU5TVVBQT1JURUQQBjLJAQoNV2FsbGV0U2VydmljZRJgChFHZXREZXBvc2l0QWRkcmVzcxIkLmJpbGxpbmcudjEuR2V0RGVwb3NpdEFkZHJlc3NSZXF1ZXN0GiUuYmlsbGluZy52MS5HZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlElYKDExpc3REZXBvc2l0cxIfLmJpbGxpbmcudjEuTGlzdERlcG9zaXRzUmVxdWVzdBogLmJpbGxpbmcudjEuTGlzdERlcG9zaXRzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Chain is one watched EVM chain.
@@ -33,6 +33,23 @@ export type Chain = Message<"billing.v1.Chain"> & {
    * @generated from field: string name = 2;
    */
   name: string;
+
+  /**
+   * An EIP-681 URI paying the native coin to the user's address on this chain, e.g.
+   * "ethereum:0xAbC…@8453", for the deposit page's QR code. Set only in
+   * GetDepositAddressResponse.
+   *
+   * @generated from field: string payment_uri = 3;
+   */
+  paymentUri: string;
+
+  /**
+   * How a deposit becomes final: "finalized" (the chain's finalized block tag) or
+   * "depth:N" (N confirmations).
+   *
+   * @generated from field: string finality = 4;
+   */
+  finality: string;
 };
 
 /**
@@ -75,6 +92,15 @@ export type Token = Message<"billing.v1.Token"> & {
    * @generated from field: int32 decimals = 4;
    */
   decimals: number;
+
+  /**
+   * An EIP-681 URI paying this token to the user's address, e.g.
+   * "ethereum:0x8335…@8453/transfer?address=0xAbC…" (for the native coin the same as the
+   * chain's payment_uri). Set only in GetDepositAddressResponse.
+   *
+   * @generated from field: string payment_uri = 5;
+   */
+  paymentUri: string;
 };
 
 /**
@@ -126,7 +152,7 @@ export type Deposit = Message<"billing.v1.Deposit"> & {
   logIndex: bigint;
 
   /**
-   * The token symbol.
+   * The token symbol; empty for an unsupported contract.
    *
    * @generated from field: string token_symbol = 6;
    */
@@ -140,7 +166,8 @@ export type Deposit = Message<"billing.v1.Deposit"> & {
   rawAmount: string;
 
   /**
-   * The price used, in US cents per whole token, as a decimal string.
+   * The price used, in US cents per whole token, as an exact decimal string; empty until
+   * priced.
    *
    * @generated from field: string price_usd_cents = 8;
    */
@@ -154,7 +181,7 @@ export type Deposit = Message<"billing.v1.Deposit"> & {
   creditsMillicredits: bigint;
 
   /**
-   * Confirmations seen at the last poll.
+   * Confirmations as of the chain head seen at the last poll (1 = in the head block).
    *
    * @generated from field: int64 confirmations = 10;
    */
@@ -173,6 +200,49 @@ export type Deposit = Message<"billing.v1.Deposit"> & {
    * @generated from field: google.protobuf.Timestamp detected_at = 12;
    */
   detectedAt?: Timestamp;
+
+  /**
+   * The contract that emitted the Transfer; empty for a native transfer.
+   *
+   * @generated from field: string token_contract = 13;
+   */
+  tokenContract: string;
+
+  /**
+   * The block it was seen in (the latest, if it was mined again after a reorganisation).
+   *
+   * @generated from field: int64 block_number = 14;
+   */
+  blockNumber: bigint;
+
+  /**
+   * That block's hash, 0x-prefixed.
+   *
+   * @generated from field: string block_hash = 15;
+   */
+  blockHash: string;
+
+  /**
+   * The price of one credit used, in US cents, as an exact decimal string; empty until
+   * priced.
+   *
+   * @generated from field: string credit_price_usd_cents = 16;
+   */
+  creditPriceUsdCents: string;
+
+  /**
+   * The DEPOSIT ledger transaction that credited it; empty until credited.
+   *
+   * @generated from field: string transaction_id = 17;
+   */
+  transactionId: string;
+
+  /**
+   * The sender (the transaction's sender for ETH, the Transfer's `from` for a token).
+   *
+   * @generated from field: string from_address = 18;
+   */
+  fromAddress: string;
 };
 
 /**
@@ -243,6 +313,13 @@ export type GetDepositAddressResponse = Message<"billing.v1.GetDepositAddressRes
    * @generated from field: int64 minimum_deposit_usd_cents = 5;
    */
   minimumDepositUsdCents: bigint;
+
+  /**
+   * What one credit costs, in US cents, as an exact decimal string.
+   *
+   * @generated from field: string credit_price_usd_cents = 6;
+   */
+  creditPriceUsdCents: string;
 };
 
 /**
@@ -357,11 +434,21 @@ export enum DepositStatus {
   UNPRICED = 4,
 
   /**
-   * Its block left the canonical chain.
+   * Its block left the canonical chain before it was final; never credited. If the same
+   * transfer is mined again it is tracked again (the same row when its log index is the
+   * same, otherwise a new one) and credited once, from the new block.
    *
    * @generated from enum value: DEPOSIT_STATUS_REORGED = 5;
    */
   REORGED = 5,
+
+  /**
+   * A Transfer to the user from a contract that is not an accepted token: recorded so
+   * support can see it, never credited.
+   *
+   * @generated from enum value: DEPOSIT_STATUS_UNSUPPORTED = 6;
+   */
+  UNSUPPORTED = 6,
 }
 
 /**
@@ -372,7 +459,8 @@ export const DepositStatusSchema: GenEnum<DepositStatus> = /*@__PURE__*/
 
 /**
  * WalletService gives users crypto deposit addresses and shows their deposits. Scope:
- * "wallet".
+ * "wallet". When the server has no key material or watches no chain, every method is
+ * FAILED_PRECONDITION with reason WALLET_DISABLED.
  *
  * @generated from service billing.v1.WalletService
  */

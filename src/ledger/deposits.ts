@@ -1,0 +1,88 @@
+// The credit of a final, priced crypto deposit: one DEPOSIT ledger transaction from the
+// chain's system account, written in the same database transaction that marks the
+// deposit CREDITED. The deposit row is locked and re-read under the account lock, so two
+// replicas settling the same deposit credit it once; the UNIQUE transaction_id and the
+// idempotency record of the deposit are the second and third guards.
+import type { Catalogue } from '../domain/catalogue.js';
+import type { Database } from '../storage/database.js';
+import { lockDeposit, settleDeposit, type DepositRow } from '../storage/wallet-sql.js';
+import { creditDecision } from './credit.js';
+import { mutate, requestHash } from './mutation.js';
+import type { TransactionResult } from './views.js';
+
+export function depositsAccount(chain: string): string {
+  return `system:deposits:${chain}`;
+}
+
+/**
+ * The idempotency key of a deposit's credit. It starts with a control character, which
+ * checkIdempotencyKey refuses from callers, so no Grant or Charge can ever take it.
+ */
+export function depositIdempotencyKey(depositId: string): string {
+  return `\u001fdeposit:${depositId}`;
+}
+
+/** Thrown inside the unit of work when the deposit was settled meanwhile: nothing is written. */
+class AlreadySettled extends Error {}
+
+export interface DepositCredit {
+  readonly deposit: DepositRow;
+  readonly chain: string;
+  readonly millicredits: bigint;
+  readonly priceUsdCents: string;
+  readonly creditPriceUsdCents: string;
+}
+
+/**
+ * Credits the deposit; returns the transaction, or undefined when another process settled
+ * it first (or it moved to another block since it was read).
+ */
+export async function creditDeposit(db: Database, catalogue: Catalogue, credit: DepositCredit): Promise<TransactionResult | undefined> {
+  const { deposit } = credit;
+  const idempotencyKey = depositIdempotencyKey(deposit.id);
+  try {
+    return await mutate<TransactionResult>(
+      db,
+      { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]) },
+      async (s, account) => {
+        const now = await lockDeposit(s, deposit.id);
+        if (!now || (now.status !== 'PENDING' && now.status !== 'UNPRICED') || now.blockHash !== deposit.blockHash) {
+          throw new AlreadySettled();
+        }
+        const decision = creditDecision(catalogue, account, 'DEPOSIT', depositsAccount(credit.chain), credit.millicredits, {
+          userId: deposit.userId,
+          product: '',
+          operation: deposit.tokenSymbol,
+          reference: `${credit.chain}:${deposit.txHash}:${deposit.logIndex}`,
+          reason: 'crypto deposit',
+          idempotencyKey,
+          metadata: {
+            chain_id: String(deposit.chainId),
+            tx_hash: deposit.txHash,
+            log_index: String(deposit.logIndex),
+            token: deposit.tokenSymbol,
+            raw_amount: deposit.rawAmount.toString(),
+            price_usd_cents: credit.priceUsdCents,
+            credit_price_usd_cents: credit.creditPriceUsdCents,
+          },
+        });
+        return {
+          ...decision,
+          afterWrite: async (tx, transactionId) => {
+            const settled = await settleDeposit(tx, deposit.id, {
+              status: 'CREDITED',
+              priceUsdCents: credit.priceUsdCents,
+              creditPriceUsdCents: credit.creditPriceUsdCents,
+              creditsMillicredits: credit.millicredits,
+              transactionId,
+            });
+            if (!settled) throw new AlreadySettled();
+          },
+        };
+      },
+    );
+  } catch (error) {
+    if (error instanceof AlreadySettled) return undefined;
+    throw error;
+  }
+}

@@ -1,0 +1,74 @@
+// billing.v1.WalletService handlers: deposit addresses and the deposits seen on them.
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import type { ServiceImpl } from '@connectrpc/connect';
+import {
+  DepositSchema,
+  DepositStatus as ProtoStatus,
+  type WalletService,
+} from '../../gen/billing/v1/wallet_service_pb.js';
+import type { DepositRow, DepositStatus } from '../storage/wallet-sql.js';
+import { getAddress } from 'ethers';
+import type { Wallet } from '../wallet/wallet.js';
+
+const STATUS_TO_PROTO: Readonly<Record<DepositStatus, ProtoStatus>> = {
+  PENDING: ProtoStatus.PENDING,
+  CREDITED: ProtoStatus.CREDITED,
+  BELOW_MINIMUM: ProtoStatus.BELOW_MINIMUM,
+  UNPRICED: ProtoStatus.UNPRICED,
+  REORGED: ProtoStatus.REORGED,
+  UNSUPPORTED: ProtoStatus.UNSUPPORTED,
+};
+
+function checksummed(address: string): string {
+  return address === '' ? '' : getAddress(address);
+}
+
+export function depositToProto(d: DepositRow) {
+  return create(DepositSchema, {
+    id: d.id,
+    userId: d.userId,
+    chainId: BigInt(d.chainId),
+    txHash: d.txHash,
+    logIndex: BigInt(d.logIndex),
+    tokenSymbol: d.tokenSymbol,
+    rawAmount: d.rawAmount.toString(),
+    priceUsdCents: d.priceUsdCents,
+    creditsMillicredits: d.creditsMillicredits,
+    confirmations: BigInt(d.confirmations),
+    status: STATUS_TO_PROTO[d.status],
+    detectedAt: timestampFromMs(d.detectedAtMs),
+    tokenContract: checksummed(d.tokenContract),
+    blockNumber: BigInt(d.blockNumber),
+    blockHash: d.blockHash,
+    creditPriceUsdCents: d.creditPriceUsdCents,
+    transactionId: d.transactionId,
+    fromAddress: checksummed(d.fromAddress),
+  });
+}
+
+export function walletService(wallet: Wallet): ServiceImpl<typeof WalletService> {
+  return {
+    async getDepositAddress(req) {
+      const view = await wallet.getDepositAddress(req.userId);
+      return {
+        address: view.address,
+        derivationIndex: BigInt(view.derivationIndex),
+        chains: view.chains.map((c) => ({ chainId: BigInt(c.chainId), name: c.name, paymentUri: c.paymentUri, finality: c.finality })),
+        tokens: view.tokens.map((t) => ({
+          chainId: BigInt(t.chainId),
+          symbol: t.symbol,
+          contractAddress: t.contract,
+          decimals: t.decimals,
+          paymentUri: t.paymentUri,
+        })),
+        minimumDepositUsdCents: view.minimumUsdCents,
+        creditPriceUsdCents: view.creditPriceUsdCents,
+      };
+    },
+    async listDeposits(req) {
+      const page = await wallet.listDeposits({ userId: req.userId, pageSize: req.pageSize, pageToken: req.pageToken });
+      return { deposits: page.deposits.map(depositToProto), nextPageToken: page.nextPageToken };
+    },
+  };
+}

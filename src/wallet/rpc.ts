@@ -1,0 +1,186 @@
+// A chain's JSON-RPC endpoint, as the watcher uses it: a handful of read calls with a
+// timeout, answers checked for shape, and errors that never carry the URL (a provider's
+// URL often holds its API key).
+import { FetchRequest, JsonRpcProvider, Network } from 'ethers';
+
+/** An RPC failure whose message is safe to log: no URL, no request body. */
+export class ChainRpcError extends Error {
+  constructor(
+    readonly chain: string,
+    readonly method: string,
+    detail: string,
+  ) {
+    super(`${chain}: ${method} failed: ${detail}`);
+    this.name = 'ChainRpcError';
+  }
+}
+
+export interface RpcTransaction {
+  hash: string;
+  from: string;
+  /** Lower-case; null for a contract creation. */
+  to: string | null;
+  value: bigint;
+}
+
+export interface RpcBlock {
+  number: number;
+  hash: string;
+  parentHash: string;
+  timestamp: number;
+  transactions: RpcTransaction[];
+}
+
+export interface RpcLog {
+  address: string;
+  topics: string[];
+  data: string;
+  blockNumber: number;
+  blockHash: string;
+  transactionHash: string;
+  logIndex: number;
+  removed: boolean;
+}
+
+const RPC_TIMEOUT_MS = 10_000;
+
+function quantity(value: unknown, what: string): number {
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]{1,16}$/.test(value)) throw new TypeError(`${what} is not a quantity`);
+  const n = Number(BigInt(value));
+  if (!Number.isSafeInteger(n)) throw new TypeError(`${what} is out of range`);
+  return n;
+}
+
+function hash32(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(value)) throw new TypeError(`${what} is not a 32-byte hash`);
+  return value.toLowerCase();
+}
+
+function address(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(value)) throw new TypeError(`${what} is not an address`);
+  return value.toLowerCase();
+}
+
+export class ChainRpc {
+  private readonly provider: JsonRpcProvider;
+
+  constructor(
+    readonly chain: string,
+    url: string,
+    chainId: number,
+  ) {
+    const request = new FetchRequest(url);
+    request.timeout = RPC_TIMEOUT_MS;
+    // A static network: no chain-id detection loop in the background, no batching, no cache.
+    this.provider = new JsonRpcProvider(request, Network.from(chainId), {
+      staticNetwork: true,
+      batchMaxCount: 1,
+      cacheTimeout: -1,
+    });
+  }
+
+  async call(method: string, params: unknown[] = []): Promise<unknown> {
+    try {
+      return await this.provider.send(method, params);
+    } catch (error) {
+      const e = error as { code?: unknown; shortMessage?: unknown; error?: { message?: unknown } };
+      const detail = typeof e.error?.message === 'string'
+        ? e.error.message
+        : typeof e.code === 'string'
+          ? e.code
+          : 'no answer';
+      throw new ChainRpcError(this.chain, method, detail.slice(0, 200));
+    }
+  }
+
+  private async checked<T>(method: string, params: unknown[], parse: (raw: unknown) => T): Promise<T> {
+    const raw = await this.call(method, params);
+    try {
+      return parse(raw);
+    } catch (error) {
+      throw new ChainRpcError(this.chain, method, `malformed answer: ${(error as Error).message}`);
+    }
+  }
+
+  chainId(): Promise<number> {
+    return this.checked('eth_chainId', [], (raw) => quantity(raw, 'chain id'));
+  }
+
+  blockNumber(): Promise<number> {
+    return this.checked('eth_blockNumber', [], (raw) => quantity(raw, 'block number'));
+  }
+
+  /** A block by tag or number; undefined if the node does not have it (yet). */
+  block(tag: number | 'finalized' | 'latest', full: boolean): Promise<RpcBlock | undefined> {
+    const param = typeof tag === 'number' ? `0x${tag.toString(16)}` : tag;
+    return this.checked('eth_getBlockByNumber', [param, full], (raw) => (raw === null ? undefined : parseBlock(raw, full)));
+  }
+
+  /** Transfer-shaped logs of a block range with topics as given. */
+  logs(fromBlock: number, toBlock: number, topics: (string | string[] | null)[]): Promise<RpcLog[]> {
+    return this.checked(
+      'eth_getLogs',
+      [{ fromBlock: `0x${fromBlock.toString(16)}`, toBlock: `0x${toBlock.toString(16)}`, topics }],
+      (raw) => {
+        if (!Array.isArray(raw)) throw new TypeError('not a list');
+        return raw.map(parseLog);
+      },
+    );
+  }
+
+  /** The receipt status of a mined transaction: 1 success, 0 reverted; undefined if unknown. */
+  receiptStatus(txHash: string): Promise<{ status: number; blockHash: string } | undefined> {
+    return this.checked('eth_getTransactionReceipt', [txHash], (raw) => {
+      if (raw === null) return undefined;
+      const r = raw as { status?: unknown; blockHash?: unknown };
+      return { status: quantity(r.status, 'status'), blockHash: hash32(r.blockHash, 'blockHash') };
+    });
+  }
+
+  /** eth_call at the latest block. */
+  ethCall(to: string, data: string): Promise<string> {
+    return this.checked('eth_call', [{ to, data }, 'latest'], (raw) => {
+      if (typeof raw !== 'string' || !/^0x[0-9a-fA-F]*$/.test(raw)) throw new TypeError('not hex data');
+      return raw;
+    });
+  }
+
+  destroy(): void {
+    this.provider.destroy();
+  }
+}
+
+function parseBlock(raw: unknown, full: boolean): RpcBlock {
+  const b = raw as { number?: unknown; hash?: unknown; parentHash?: unknown; timestamp?: unknown; transactions?: unknown };
+  if (!Array.isArray(b.transactions)) throw new TypeError('block has no transaction list');
+  return {
+    number: quantity(b.number, 'block number'),
+    hash: hash32(b.hash, 'block hash'),
+    parentHash: hash32(b.parentHash, 'parent hash'),
+    timestamp: quantity(b.timestamp, 'timestamp'),
+    transactions: full
+      ? b.transactions.map((t: { hash?: unknown; from?: unknown; to?: unknown; value?: unknown }) => ({
+          hash: hash32(t.hash, 'tx hash'),
+          from: address(t.from, 'tx from'),
+          to: t.to === null || t.to === undefined ? null : address(t.to, 'tx to'),
+          value: typeof t.value === 'string' && /^0x[0-9a-fA-F]+$/.test(t.value) ? BigInt(t.value) : 0n,
+        }))
+      : [],
+  };
+}
+
+function parseLog(raw: unknown): RpcLog {
+  const l = raw as Record<string, unknown>;
+  if (!Array.isArray(l.topics)) throw new TypeError('log has no topics');
+  if (typeof l.data !== 'string' || !/^0x[0-9a-fA-F]*$/.test(l.data)) throw new TypeError('log data is not hex');
+  return {
+    address: address(l.address, 'log address'),
+    topics: l.topics.map((t) => hash32(t, 'topic')),
+    data: l.data.toLowerCase(),
+    blockNumber: quantity(l.blockNumber, 'log block number'),
+    blockHash: hash32(l.blockHash, 'log block hash'),
+    transactionHash: hash32(l.transactionHash, 'log tx hash'),
+    logIndex: quantity(l.logIndex, 'log index'),
+    removed: l.removed === true,
+  };
+}

@@ -1,0 +1,181 @@
+// The wallet: deposit addresses for users, their deposits, and one watcher per configured
+// chain polling in the background. Off (every call FAILED_PRECONDITION, WALLET_DISABLED)
+// without key material, chains or the catalogue's deposit terms; the rest of the service
+// runs either way.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { DepositTerms, WalletConfig } from '../config.js';
+import type { Catalogue } from '../domain/catalogue.js';
+import { BillingError } from '../domain/errors.js';
+import { checkPageSize, checkUserId, isId } from '../domain/validation.js';
+import { cutPage, pageCodec } from '../ledger/paging.js';
+import type { Database } from '../storage/database.js';
+import { addressSamples, allocateAddress, type DepositRow, findAddress, listDeposits } from '../storage/wallet-sql.js';
+import { AddressBook } from './address-book.js';
+import { paymentUri, type TokenSpec } from './chains.js';
+import type { WalletKeys } from './keys.js';
+import { createWalletMetrics, type WalletMetrics } from './metrics.js';
+import { formatExact } from './pricing.js';
+import { ChainRpcError } from './rpc.js';
+import { ChainWatcher, type PollReport } from './watcher.js';
+
+/** Longest wait between polls after repeated RPC errors. */
+const BACKOFF_SECONDS_MAX = 300;
+
+export interface DepositAddressView {
+  address: string;
+  derivationIndex: number;
+  chains: { chainId: number; name: string; paymentUri: string; finality: string }[];
+  tokens: (TokenSpec & { chainId: number; paymentUri: string })[];
+  minimumUsdCents: bigint;
+  creditPriceUsdCents: string;
+}
+
+const DEPOSIT_PAGES = pageCodec('d1.', isId);
+
+export class Wallet {
+  readonly watchers: ChainWatcher[];
+  private readonly metrics: WalletMetrics;
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly inflight = new Set<Promise<void>>();
+  private stopped = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly config: WalletConfig,
+    catalogue: Catalogue,
+    private readonly log: Logger,
+    registry: Registry,
+  ) {
+    this.metrics = createWalletMetrics(registry, db);
+    const terms = config.terms;
+    const addresses = new AddressBook(db);
+    this.watchers = config.keys && terms
+      ? config.chains.map(
+          (chain) =>
+            new ChainWatcher(chain, {
+              db,
+              catalogue,
+              terms,
+              addresses,
+              blocksPerPoll: config.blocksPerPoll,
+              metrics: this.metrics,
+              log,
+            }),
+        )
+      : [];
+  }
+
+  get enabled(): boolean {
+    return this.config.keys !== undefined;
+  }
+
+  /**
+   * Refuses keys that do not derive the addresses already handed out (a wrong seed or
+   * xpub would watch, and show users, addresses nobody has sent to).
+   */
+  async checkKeys(): Promise<void> {
+    const keys = this.config.keys;
+    if (!keys) return;
+    for (const row of await addressSamples(this.db)) {
+      if (keys.addressAt(row.derivationIndex).toLowerCase() !== row.address) {
+        throw new Error(
+          `refusing to start: the wallet keys (${keys.source}) do not derive the deposit address already given to ` +
+            `user index ${row.derivationIndex}; this is not the seed these addresses came from`,
+        );
+      }
+    }
+  }
+
+  /** Starts every chain's poll loop. */
+  start(): void {
+    for (const watcher of this.watchers) this.schedule(watcher, 0, 0);
+  }
+
+  private schedule(watcher: ChainWatcher, delayMs: number, failures: number): void {
+    if (this.stopped) return;
+    const timer = setTimeout(() => {
+      const poll = this.pollLoop(watcher, failures).finally(() => this.inflight.delete(poll));
+      this.inflight.add(poll);
+    }, delayMs);
+    timer.unref();
+    this.timers.set(watcher.name, timer);
+  }
+
+  private async pollLoop(watcher: ChainWatcher, failures: number): Promise<void> {
+    const interval = this.config.pollSeconds * 1000;
+    try {
+      const report = await watcher.pollOnce();
+      if (report.skipped === 'refused') return;
+      this.schedule(watcher, report.behind ? 0 : interval, 0);
+    } catch (error) {
+      const kind = error instanceof ChainRpcError ? 'rpc' : 'internal';
+      this.metrics.rpcErrors.inc({ chain: watcher.name, kind });
+      const backoff = Math.min(interval * 2 ** failures, BACKOFF_SECONDS_MAX * 1000);
+      // A ChainRpcError's message is safe (no URL); anything else is logged by its message only.
+      this.log.warn({ chain: watcher.name, failures: failures + 1, retryInMs: backoff, error: (error as Error).message }, 'deposit poll failed');
+      this.schedule(watcher, backoff, failures + 1);
+    }
+  }
+
+  /** One poll of every chain, in turn (tests and the CLI). */
+  async pollAll(): Promise<PollReport[]> {
+    const reports: PollReport[] = [];
+    for (const watcher of this.watchers) reports.push(await watcher.pollOnce());
+    return reports;
+  }
+
+  private require(): { keys: WalletKeys; terms: DepositTerms } {
+    const { keys, terms } = this.config;
+    if (!keys || !terms) throw new BillingError('WALLET_DISABLED', this.config.disabledReason ?? 'crypto deposits are off');
+    if (this.watchers.every((w) => w.state === 'refused')) {
+      throw new BillingError(
+        'WALLET_DISABLED',
+        `crypto deposits are off: no configured chain can be watched (${this.watchers.map((w) => w.refusal).join('; ')})`,
+      );
+    }
+    return { keys, terms };
+  }
+
+  async getDepositAddress(userId: string): Promise<DepositAddressView> {
+    const { keys, terms } = this.require();
+    checkUserId(userId);
+    const row = (await findAddress(this.db, userId)) ?? (await allocateAddress(this.db, userId, (i) => keys.addressAt(i)));
+    const address = keys.addressAt(row.derivationIndex);
+    if (address.toLowerCase() !== row.address) throw new Error(`deposit address of ${userId} does not re-derive from its index`);
+    const watched = this.watchers.filter((w) => w.state !== 'refused');
+    return {
+      address,
+      derivationIndex: row.derivationIndex,
+      chains: watched.map((w) => ({
+        chainId: w.chain.spec.chainId,
+        name: w.name,
+        paymentUri: paymentUri(w.chain.spec.chainId, address),
+        finality: w.chain.confirmations === undefined ? 'finalized' : `depth:${w.chain.confirmations}`,
+      })),
+      tokens: watched.flatMap((w) =>
+        (terms.tokens.get(w.name) ?? []).map((t) => ({ ...t, chainId: w.chain.spec.chainId, paymentUri: paymentUri(w.chain.spec.chainId, address, t) })),
+      ),
+      minimumUsdCents: terms.minimumUsdCents,
+      creditPriceUsdCents: formatExact(terms.creditPriceUsdCents),
+    };
+  }
+
+  async listDeposits(input: { userId: string; pageSize: number; pageToken: string }): Promise<{ deposits: DepositRow[]; nextPageToken: string }> {
+    this.require();
+    checkUserId(input.userId);
+    const pageSize = checkPageSize(input.pageSize);
+    const beforeId = DEPOSIT_PAGES.decode(input.pageToken);
+    const rows = await listDeposits(this.db, input.userId, { ...(beforeId ? { beforeId } : {}), limit: pageSize + 1 });
+    const { page, nextPageToken } = cutPage(rows, pageSize, DEPOSIT_PAGES, (row) => row.id);
+    return { deposits: page, nextPageToken };
+  }
+
+  /** Stops the poll loops and waits for a poll under way to finish. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    await Promise.all([...this.inflight]);
+    for (const watcher of this.watchers) watcher.stop();
+  }
+}

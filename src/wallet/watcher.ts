@@ -1,0 +1,365 @@
+// One chain's deposit watcher. Each poll: read the head and the finalized block (both may
+// only move forward), scan the next bounded range of blocks after the persisted cursor
+// (native ETH to user addresses, ERC-20 Transfer logs to user addresses), store what it
+// found and move the cursor in one database transaction, then settle the deposits whose
+// blocks are final: still canonical → priced → credited, below minimum or unpriced.
+//
+// Parent-hash continuity finds reorganisations: when the next block does not extend the
+// cursor, the cursor walks back over the kept hashes of unfinalized blocks to a common
+// ancestor, the pending deposits above it become REORGED, and the scan resumes from there
+// (a transfer mined again is found again). RPC errors end the poll; the cursor never
+// passes a block that was not scanned, so nothing is skipped.
+import type { Logger } from 'pino';
+import type { DepositTerms, WatchedChain } from '../config.js';
+import type { Catalogue } from '../domain/catalogue.js';
+import { creditDeposit } from '../ledger/deposits.js';
+import type { Database } from '../storage/database.js';
+import {
+  advanceCursor,
+  type ChainCursor,
+  type DepositRow,
+  type DetectedTransfer,
+  initCursor,
+  lockCursor,
+  openDeposits,
+  readCursor,
+  recordTips,
+  rewindCursor,
+  scannedHash,
+  settleDeposit,
+  upsertDeposits,
+} from '../storage/wallet-sql.js';
+import { formatExact, valueDeposit } from './pricing.js';
+import { priceOf } from './prices.js';
+import type { AddressBook } from './address-book.js';
+import type { ChainName } from './chains.js';
+import { ChainRpc, type RpcBlock } from './rpc.js';
+import type { WalletMetrics } from './metrics.js';
+
+/** keccak256("Transfer(address,address,uint256)") */
+export const TRANSFER_TOPIC = '0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef';
+
+/** Addresses per eth_getLogs topic filter. */
+const ADDRESSES_PER_LOG_QUERY = 200;
+/** Blocks fetched at once within a poll. */
+const BLOCK_FETCH_CONCURRENCY = 4;
+/** Hashes of this many blocks below the finalized one are kept for finding an ancestor. */
+const HASHES_KEPT_BELOW_FINALIZED = 128;
+
+export type WatcherState = 'starting' | 'watching' | 'refused';
+
+export interface PollReport {
+  /** Why nothing was scanned, when nothing was. */
+  skipped?: 'distrusted' | 'refused' | 'raced' | 'not-ready';
+  scannedTo?: number;
+  reorgedTo?: number;
+  detected: number;
+  credited: number;
+  /** More blocks wait after this poll's range: poll again without waiting. */
+  behind: boolean;
+}
+
+export interface WatcherDeps {
+  readonly db: Database;
+  readonly catalogue: Catalogue;
+  readonly terms: DepositTerms;
+  readonly addresses: AddressBook;
+  readonly blocksPerPoll: number;
+  readonly metrics: WalletMetrics;
+  readonly log: Logger;
+  /** Wall clock in seconds, for price staleness. */
+  readonly nowSeconds?: () => number;
+}
+
+export class ChainWatcher {
+  readonly rpc: ChainRpc;
+  state: WatcherState = 'starting';
+  /** Why the chain is refused (wrong chain id, no finalized tag). */
+  refusal?: string;
+
+  constructor(
+    readonly chain: WatchedChain,
+    private readonly deps: WatcherDeps,
+  ) {
+    this.rpc = new ChainRpc(chain.spec.name, chain.url, chain.spec.chainId);
+  }
+
+  get name(): ChainName {
+    return this.chain.spec.name;
+  }
+
+  /**
+   * Checks the endpoint once: it must answer for this chain and, unless a confirmation depth
+   * is configured, answer the finalized tag. A wrong answer refuses the chain for good; an
+   * RPC error leaves it starting, to be checked again next poll.
+   */
+  async check(): Promise<void> {
+    const chainId = await this.rpc.chainId();
+    if (chainId !== this.chain.spec.chainId) {
+      return this.refuse(`${this.chain.spec.urlVariable} answers for chain ${chainId}, not ${this.name} (${this.chain.spec.chainId})`);
+    }
+    if (this.chain.confirmations === undefined && !(await this.rpc.block('finalized', false))) {
+      return this.refuse(
+        `${this.chain.spec.urlVariable} does not answer the "finalized" block tag; set ${this.chain.spec.confirmationsVariable}`,
+      );
+    }
+    this.state = 'watching';
+  }
+
+  private refuse(why: string): void {
+    this.state = 'refused';
+    this.refusal = why;
+    this.deps.log.error({ chain: this.name }, `not watching ${this.name}: ${why}`);
+  }
+
+  /** The head and the block at or below which deposits are final. */
+  private async tips(): Promise<{ head: number; finalized: RpcBlock }> {
+    const head = await this.rpc.blockNumber();
+    const target = this.chain.confirmations === undefined ? 'finalized' : Math.max(0, head - this.chain.confirmations + 1);
+    const finalized = await this.rpc.block(target, false);
+    if (!finalized) throw new Error(`${this.name}: the node has no block ${String(target)}`);
+    return { head, finalized };
+  }
+
+  async pollOnce(): Promise<PollReport> {
+    const report: PollReport = { detected: 0, credited: 0, behind: false };
+    if (this.state === 'starting') await this.check();
+    if (this.state === 'refused') return { ...report, skipped: 'refused' };
+    const { head, finalized } = await this.tips();
+    const cursor = await this.cursor(finalized);
+    const metrics = this.deps.metrics;
+    metrics.head.set({ chain: this.name }, head);
+    metrics.finalized.set({ chain: this.name }, finalized.number);
+    // A node that is syncing, or a load balancer switching nodes, can report an older head
+    // or finalized block: that is not a deep reorganisation, only a poll to distrust.
+    if (head < cursor.headNumber || finalized.number < cursor.finalizedNumber || finalized.number > head) {
+      metrics.distrusted.inc({ chain: this.name });
+      this.deps.log.warn(
+        { chain: this.name, head, finalized: finalized.number, knownHead: cursor.headNumber, knownFinalized: cursor.finalizedNumber },
+        'chain tips went backwards: poll skipped',
+      );
+      return { ...report, skipped: 'distrusted' };
+    }
+    await recordTips(this.deps.db, this.chain.spec.chainId, head, finalized.number);
+    await this.scan(cursor, head, finalized.number, report);
+    metrics.cursor.set({ chain: this.name }, report.scannedTo ?? report.reorgedTo ?? cursor.number);
+    metrics.lag.set({ chain: this.name }, head - (report.scannedTo ?? report.reorgedTo ?? cursor.number));
+    if (report.skipped === undefined) report.credited = await this.settle(finalized.number);
+    return report;
+  }
+
+  /** The stored cursor, or a new one at the current finalized block (first watch of the chain). */
+  private async cursor(finalized: RpcBlock): Promise<ChainCursor> {
+    const stored = await readCursor(this.deps.db, this.chain.spec.chainId);
+    if (stored) return stored;
+    return initCursor(this.deps.db, {
+      chainId: this.chain.spec.chainId,
+      number: finalized.number,
+      hash: finalized.hash,
+      headNumber: finalized.number,
+      finalizedNumber: finalized.number,
+    });
+  }
+
+  private async scan(cursor: ChainCursor, head: number, finalized: number, report: PollReport): Promise<void> {
+    const from = cursor.number + 1;
+    const to = Math.min(head, cursor.number + this.deps.blocksPerPoll);
+    report.behind = to < head;
+    if (from > to) return;
+    const blocks = await this.fetchBlocks(from, to);
+    if (!blocks) return void (report.skipped = 'not-ready');
+    if (blocks[0]!.parentHash !== cursor.hash) {
+      report.reorgedTo = await this.rewind(cursor, finalized);
+      report.behind = true;
+      return;
+    }
+    for (let i = 1; i < blocks.length; i += 1) {
+      // The chain changed while the range was being read: read it again next poll.
+      if (blocks[i]!.parentHash !== blocks[i - 1]!.hash) return void (report.skipped = 'not-ready');
+    }
+    const transfers = await this.detect(blocks);
+    if (!transfers) return void (report.skipped = 'not-ready');
+    const moved = await this.deps.db.transaction(async (s) => {
+      const locked = await lockCursor(s, this.chain.spec.chainId);
+      // Another replica scanned this range first: its result stands.
+      if (locked.number !== cursor.number || locked.hash !== cursor.hash) return false;
+      await upsertDeposits(s, this.chain.spec.chainId, transfers);
+      await advanceCursor(s, this.chain.spec.chainId, blocks, Math.min(finalized, to) - HASHES_KEPT_BELOW_FINALIZED);
+      return true;
+    });
+    if (!moved) return void (report.skipped = 'raced');
+    report.scannedTo = to;
+    report.detected = transfers.length;
+    if (transfers.length > 0) {
+      this.deps.log.info({ chain: this.name, from, to, transfers: transfers.length }, 'deposits detected');
+    }
+  }
+
+  /** Blocks from..to with their transactions, in order; undefined if the node lacks one. */
+  private async fetchBlocks(from: number, to: number): Promise<RpcBlock[] | undefined> {
+    const numbers = Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    const blocks: RpcBlock[] = [];
+    for (let i = 0; i < numbers.length; i += BLOCK_FETCH_CONCURRENCY) {
+      const batch = await Promise.all(numbers.slice(i, i + BLOCK_FETCH_CONCURRENCY).map((n) => this.rpc.block(n, true)));
+      for (const block of batch) {
+        if (!block) return undefined;
+        blocks.push(block);
+      }
+    }
+    return blocks;
+  }
+
+  /**
+   * Walks back from the cursor to the newest block whose kept hash the node still has, and
+   * rewinds there. Never below the finalized block: a mismatch there is a fault of the node
+   * or of the configured depth, and is reported, not acted on.
+   */
+  private async rewind(cursor: ChainCursor, finalized: number): Promise<number> {
+    let number = cursor.number;
+    for (; number >= 0; number -= 1) {
+      const kept = await scannedHash(this.deps.db, this.chain.spec.chainId, number);
+      if (kept === undefined) break;
+      const canonical = await this.rpc.block(number, false);
+      if (canonical?.hash === kept) {
+        const marked = await this.deps.db.transaction(async (s) => {
+          const locked = await lockCursor(s, this.chain.spec.chainId);
+          if (locked.number !== cursor.number || locked.hash !== cursor.hash) return -1;
+          return rewindCursor(s, this.chain.spec.chainId, { number, hash: kept });
+        });
+        if (marked >= 0) {
+          this.deps.metrics.reorgs.inc({ chain: this.name });
+          this.deps.log.warn({ chain: this.name, from: cursor.number, to: number, reorged: marked }, 'chain reorganisation: cursor rewound');
+        }
+        return number;
+      }
+    }
+    this.deps.metrics.rpcErrors.inc({ chain: this.name, kind: 'deep-reorg' });
+    this.deps.log.error(
+      { chain: this.name, cursor: cursor.number, finalized },
+      'no common ancestor within the kept block hashes: the node disagrees with blocks already scanned; not scanning',
+    );
+    return cursor.number;
+  }
+
+  /** Transfers to user addresses in the blocks; undefined if the node's answers disagree. */
+  private async detect(blocks: readonly RpcBlock[]): Promise<DetectedTransfer[] | undefined> {
+    const book = await this.deps.addresses.refresh();
+    const byNumber = new Map(blocks.map((b) => [b.number, b]));
+    const transfers: DetectedTransfer[] = [];
+    for (const block of blocks) {
+      for (const tx of block.transactions) {
+        const userId = tx.to === null ? undefined : book.get(tx.to);
+        if (userId === undefined || tx.value <= 0n) continue;
+        const receipt = await this.rpc.receiptStatus(tx.hash);
+        if (!receipt || receipt.blockHash !== block.hash) return undefined;
+        if (receipt.status !== 1) continue;
+        transfers.push({
+          txHash: tx.hash,
+          logIndex: -1,
+          userId,
+          fromAddress: tx.from,
+          tokenSymbol: 'ETH',
+          tokenContract: '',
+          decimals: 18,
+          rawAmount: tx.value,
+          blockNumber: block.number,
+          blockHash: block.hash,
+          status: 'PENDING',
+        });
+      }
+    }
+    const tokens = this.deps.terms.tokens.get(this.name) ?? [];
+    const first = blocks[0]!;
+    const last = blocks[blocks.length - 1]!;
+    const padded = [...book.keys()].map((a) => `0x${a.slice(2).padStart(64, '0')}`);
+    for (let i = 0; i < padded.length; i += ADDRESSES_PER_LOG_QUERY) {
+      const logs = await this.rpc.logs(first.number, last.number, [TRANSFER_TOPIC, null, padded.slice(i, i + ADDRESSES_PER_LOG_QUERY)]);
+      for (const log of logs) {
+        if (log.removed) continue;
+        if (byNumber.get(log.blockNumber)?.hash !== log.blockHash) return undefined;
+        // ERC-20 Transfer: three topics and a 32-byte amount. (ERC-721 shares the event name
+        // with a fourth, indexed token id: not a deposit.)
+        if (log.topics.length !== 3 || log.data.length !== 66) continue;
+        const to = `0x${log.topics[2]!.slice(26)}`;
+        const userId = book.get(to);
+        const raw = BigInt(log.data);
+        if (userId === undefined || raw === 0n) continue;
+        const token = tokens.find((t) => t.contract !== '' && t.contract.toLowerCase() === log.address);
+        transfers.push({
+          txHash: log.transactionHash,
+          logIndex: log.logIndex,
+          userId,
+          fromAddress: `0x${log.topics[1]!.slice(26)}`,
+          tokenSymbol: token?.symbol ?? '',
+          tokenContract: log.address,
+          decimals: token?.decimals,
+          rawAmount: raw,
+          blockNumber: log.blockNumber,
+          blockHash: log.blockHash,
+          status: token ? 'PENDING' : 'UNSUPPORTED',
+        });
+      }
+    }
+    return transfers;
+  }
+
+  /** Settles the open deposits at or below the finalized block; returns how many were credited. */
+  private async settle(finalized: number): Promise<number> {
+    const open = await openDeposits(this.deps.db, this.chain.spec.chainId, finalized);
+    const canonical = new Map<number, string | undefined>();
+    let credited = 0;
+    for (const deposit of open) {
+      if (!canonical.has(deposit.blockNumber)) canonical.set(deposit.blockNumber, (await this.rpc.block(deposit.blockNumber, false))?.hash);
+      const hash = canonical.get(deposit.blockNumber);
+      if (hash === undefined) continue;
+      if (hash !== deposit.blockHash) {
+        await settleDeposit(this.deps.db, deposit.id, { status: 'REORGED' });
+        this.deps.log.warn({ chain: this.name, deposit: deposit.id }, 'final block differs from the one the deposit was seen in: REORGED');
+        continue;
+      }
+      if (await this.settleOne(deposit)) credited += 1;
+    }
+    return credited;
+  }
+
+  private async settleOne(deposit: DepositRow): Promise<boolean> {
+    const terms = this.deps.terms;
+    const price = await priceOf(terms.prices.get(deposit.tokenSymbol), this.name, this.rpc, this.now());
+    if (!price.ok) {
+      if (deposit.status === 'PENDING') {
+        await settleDeposit(this.deps.db, deposit.id, { status: 'UNPRICED' });
+        this.deps.log.warn({ chain: this.name, deposit: deposit.id, token: deposit.tokenSymbol, why: price.why }, 'deposit unpriced');
+      }
+      return false;
+    }
+    const priceUsdCents = formatExact(price.usdCents);
+    const creditPriceUsdCents = formatExact(terms.creditPriceUsdCents);
+    const value = valueDeposit(deposit.rawAmount, deposit.decimals ?? 0, price.usdCents, terms.creditPriceUsdCents, terms.minimumUsdCents);
+    if (value.belowMinimum || value.millicredits === 0n) {
+      await settleDeposit(this.deps.db, deposit.id, { status: 'BELOW_MINIMUM', priceUsdCents, creditPriceUsdCents });
+      return false;
+    }
+    const result = await creditDeposit(this.deps.db, this.deps.catalogue, {
+      deposit,
+      chain: this.name,
+      millicredits: value.millicredits,
+      priceUsdCents,
+      creditPriceUsdCents,
+    });
+    if (result) {
+      this.deps.log.info(
+        { chain: this.name, deposit: deposit.id, user: deposit.userId, millicredits: value.millicredits.toString(), transaction: result.transaction.id },
+        'deposit credited',
+      );
+    }
+    return result !== undefined;
+  }
+
+  private now(): number {
+    return this.deps.nowSeconds ? this.deps.nowSeconds() : Date.now() / 1000;
+  }
+
+  stop(): void {
+    this.rpc.destroy();
+  }
+}
