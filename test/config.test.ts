@@ -63,3 +63,69 @@ describe('data directory', () => {
     expect(loadConfig({ BILLING_DATA_DIR: 'data' }).dataDir).toMatch(/^\/.*\/data$/);
   });
 });
+
+describe('wallet configuration', () => {
+  const mu = JSON.parse(readFileSync(new URL('../config/mu.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+  const SEED = `${'abandon '.repeat(23)}art`;
+
+  it('turns the seed into a public node and the mu deposit terms into exact prices', () => {
+    const config = loadConfig({ BILLING_CONFIG: 'config/mu.json', BILLING_DATA_DIR: 'memory://', WALLET_SEED: SEED, BASE_RPC_URL: 'http://127.0.0.1:1/' });
+    expect(config.wallet.disabledReason).toBeUndefined();
+    expect(config.wallet.keys?.source).toBe('seed');
+    expect(config.wallet.chains.map((c) => [c.spec.name, c.confirmations])).toEqual([['base', undefined]]);
+    expect(config.wallet.terms?.creditPriceUsdCents).toEqual({ units: 127n, scale: 2 });
+    expect(config.wallet.terms?.minimumUsdCents).toBe(100n);
+    expect(config.wallet.terms?.prices.get('ETH')?.kind).toBe('chainlink');
+    expect(JSON.stringify(config, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))).not.toContain('abandon');
+  });
+
+  it('is off, saying why, without chains, without deposit terms, or without keys', () => {
+    expect(loadConfig({ BILLING_CONFIG: 'config/mu.json', BILLING_DATA_DIR: 'memory://', WALLET_SEED: SEED }).wallet.disabledReason).toContain(
+      'no chain RPC URL',
+    );
+    expect(
+      loadConfig({ BILLING_CONFIG: 'config/muse.json', BILLING_DATA_DIR: 'memory://', WALLET_SEED: SEED, BASE_RPC_URL: 'http://x/' }).wallet
+        .disabledReason,
+    ).toContain('no "deposits" section');
+    const noKeys = loadConfig({ BILLING_CONFIG: 'config/mu.json', BILLING_DATA_DIR: 'memory://', BASE_RPC_URL: 'http://x/' }).wallet;
+    expect(noKeys.disabledReason).toContain('no key material');
+    expect(noKeys.keys).toBeUndefined();
+  });
+
+  it('refuses bad chain settings without quoting the URL', () => {
+    const problems = problemsOf(() =>
+      loadConfig({ BILLING_CONFIG: 'config/mu.json', BILLING_DATA_DIR: 'memory://', BASE_RPC_URL: 'ftp://host/SECRETKEY', BASE_CONFIRMATIONS: '0' }),
+    );
+    expect(problems.some((p) => p.startsWith('env BASE_RPC_URL'))).toBe(true);
+    expect(problems.some((p) => p.startsWith('env BASE_CONFIRMATIONS'))).toBe(true);
+    expect(problems.join('\n')).not.toContain('SECRETKEY');
+  });
+
+  it('refuses a bad seed word by position, never quoting the words', () => {
+    const bad = SEED.replace('art', 'zzzz');
+    const problems = problemsOf(() => loadConfig({ BILLING_CONFIG: 'config/mu.json', BILLING_DATA_DIR: 'memory://', WALLET_SEED: bad }));
+    expect(problems.join('\n')).toContain('word 24');
+    expect(problems.join('\n')).not.toMatch(/abandon|zzzz/);
+  });
+
+  it('refuses bad deposit terms in the catalogue', () => {
+    const deposits = mu.deposits as Record<string, unknown>;
+    const broken = {
+      ...mu,
+      deposits: {
+        ...deposits,
+        creditPriceUsdCents: '1.2.7',
+        tokens: [{ chain: 'base', symbol: 'USDC', contract: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913', decimals: 6 }],
+        prices: { DOGE: { staticUsdCents: '10' } },
+      },
+    };
+    const problems = problemsOf(() => parseCatalogue(JSON.stringify(broken), 'broken.json'));
+    expect(problems.some((p) => p.includes('deposits.creditPriceUsdCents'))).toBe(true);
+    const zero = { ...mu, deposits: { ...deposits, creditPriceUsdCents: '0' } };
+    expect(problemsOf(() => parseCatalogue(JSON.stringify(zero), 'zero.json')).some((p) => p.includes('must be positive'))).toBe(true);
+    const dup = { ...mu, deposits: { ...deposits, tokens: broken.deposits.tokens, prices: { DOGE: { staticUsdCents: '10' } } } };
+    const dupProblems = problemsOf(() => parseCatalogue(JSON.stringify(dup), 'dup.json'));
+    expect(dupProblems.some((p) => p.includes('already accepts USDC'))).toBe(true);
+    expect(dupProblems.some((p) => p.includes('"DOGE" is not an accepted token'))).toBe(true);
+  });
+});
