@@ -186,6 +186,11 @@ describe('WALLET_SEED and WALLET_XPUB', () => {
       const message = refusal(() => loadWalletKeys({ ...memory, xpub }));
       expect(message).toBe(`WALLET_XPUB is a node at depth ${depth}; it must be the account node ${ACCOUNT_PATH} (depth 4)`);
     }
+    // Depth 4 but the change chain m/44'/60'/0'/1: its addresses are not the ones users get.
+    const change = HDNodeWallet.fromPhrase(TEST_MNEMONIC, undefined, "m/44'/60'/0'/1").neuter().extendedKey;
+    expect(refusal(() => loadWalletKeys({ ...memory, xpub: change }))).toBe(
+      `WALLET_XPUB is child 1 of its parent; the account node ${ACCOUNT_PATH} is child 0`,
+    );
   });
 
   it('refuses a malformed xpub, quoting none of it', () => {

@@ -171,6 +171,10 @@ function accountOfXpub(text: string, label: string): WalletKeys {
       `${label} is a node at depth ${node.depth}; it must be the account node ${ACCOUNT_PATH} (depth ${ACCOUNT_DEPTH})`,
     );
   }
+  // The last step of m/44'/60'/0'/0 is the external chain, 0; 1 is the change chain.
+  if (node.index !== 0) {
+    throw new WalletKeyError(`${label} is child ${node.index} of its parent; the account node ${ACCOUNT_PATH} is child 0`);
+  }
   return new AccountKeys(node, 'xpub');
 }
 
