@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { DepositTerms, WatchedChain } from '../config.js';
 import type { Catalogue } from '../domain/catalogue.js';
+import { BillingError } from '../domain/errors.js';
 import { creditDeposit } from '../ledger/deposits.js';
 import type { Database } from '../storage/database.js';
 import {
@@ -30,7 +31,7 @@ import {
   upsertDeposits,
 } from '../storage/wallet-sql.js';
 import { formatExact, valueDeposit } from './pricing.js';
-import { priceOf } from './prices.js';
+import { type PriceAnswer, priceOf } from './prices.js';
 import type { AddressBook } from './address-book.js';
 import type { ChainName } from './chains.js';
 import { ChainRpc, type RpcBlock } from './rpc.js';
@@ -307,6 +308,7 @@ export class ChainWatcher {
   private async settle(finalized: number): Promise<number> {
     const open = await openDeposits(this.deps.db, this.chain.spec.chainId, finalized);
     const canonical = new Map<number, string | undefined>();
+    const prices = new Map<string, Promise<PriceAnswer>>();
     let credited = 0;
     for (const deposit of open) {
       if (!canonical.has(deposit.blockNumber)) canonical.set(deposit.blockNumber, (await this.rpc.block(deposit.blockNumber, false))?.hash);
@@ -317,14 +319,27 @@ export class ChainWatcher {
         this.deps.log.warn({ chain: this.name, deposit: deposit.id }, 'final block differs from the one the deposit was seen in: REORGED');
         continue;
       }
-      if (await this.settleOne(deposit)) credited += 1;
+      try {
+        if (await this.settleOne(deposit, prices)) credited += 1;
+      } catch (error) {
+        // A credit the ledger refuses (the account is at its limit) must not hold up the
+        // other deposits of the chain: it stays open and is tried again next poll.
+        if (!(error instanceof BillingError)) throw error;
+        this.deps.log.error({ chain: this.name, deposit: deposit.id, reason: error.reason }, `deposit not credited: ${error.message}`);
+      }
     }
     return credited;
   }
 
-  private async settleOne(deposit: DepositRow): Promise<boolean> {
+  private async settleOne(deposit: DepositRow, prices: Map<string, Promise<PriceAnswer>>): Promise<boolean> {
     const terms = this.deps.terms;
-    const price = await priceOf(terms.prices.get(deposit.tokenSymbol), this.name, this.rpc, this.now());
+    // One price per token per poll: every deposit of a poll is valued alike.
+    let pending = prices.get(deposit.tokenSymbol);
+    if (!pending) {
+      pending = priceOf(terms.prices.get(deposit.tokenSymbol), this.name, this.rpc, this.now());
+      prices.set(deposit.tokenSymbol, pending);
+    }
+    const price = await pending;
     if (!price.ok) {
       if (deposit.status === 'PENDING') {
         await settleDeposit(this.deps.db, deposit.id, { status: 'UNPRICED' });
