@@ -1,0 +1,303 @@
+// Crypto deposits end to end against a real chain node: anvil playing Base (chain 8453),
+// the real service on PostgreSQL, the mu catalogue (USDC at its official Base address,
+// ETH priced by a Chainlink feed at Base's ETH/USD address, both placed there with
+// anvil_setCode). The watcher is polled by hand, so each step is deterministic.
+import { Code } from '@connectrpc/connect';
+import { getAddress, parseEther } from 'ethers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
+import { DepositStatus } from '../gen/billing/v1/wallet_service_pb.js';
+import { verifyLedger } from '../src/ledger/verify.js';
+import { USDC_CONTRACTS } from '../src/wallet/chains.js';
+import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
+import { type Chain, compileContracts, startAnvil } from './support/chain.js';
+import { failure, startTestApp, type TestApp } from './support/app.js';
+
+// A fixed 24-word test mnemonic (never holds funds): "abandon" × 23 + "art".
+const SEED = `${'abandon '.repeat(23)}art`;
+const BASE_ETH_USD_FEED = '0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70';
+const USDC = USDC_CONTRACTS.base;
+/** $3,000.00 with the feed's 8 decimals. */
+const ETH_USD = 3000n * 10n ** 8n;
+/** Anvil's finalized block trails its head by this many blocks. */
+const FINALITY = 64;
+
+let chain: Chain;
+let t: TestApp;
+
+const now = () => BigInt(Math.floor(Date.now() / 1000));
+
+async function poll(times = 1) {
+  for (let i = 0; i < times; i += 1) await t.app.wallet.pollAll();
+}
+
+/** Mines past finality and polls until the watcher has settled what is final. */
+async function finalize() {
+  await chain.mine(FINALITY + 1);
+  await poll(3);
+}
+
+async function deposits(userId: string) {
+  return (await t.wallet.listDeposits({ userId, pageSize: 100 })).deposits;
+}
+
+async function balance(userId: string) {
+  return (await t.billing.getBalance({ userId })).balance!.balanceMillicredits;
+}
+
+beforeAll(async () => {
+  chain = await startAnvil({ chainId: 8453 });
+  await chain.placeTokenAt(USDC);
+  const { MockAggregator } = compileContracts();
+  await chain.rpc('anvil_setCode', [BASE_ETH_USD_FEED, MockAggregator.deployedBytecode]);
+  await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD, now());
+  t = await startTestApp({ catalogue: 'mu', env: { BASE_RPC_URL: chain.url, WALLET_SEED: SEED } });
+});
+
+afterAll(async () => {
+  await t?.close();
+  await chain?.stop();
+});
+
+describe('deposit addresses', () => {
+  it('gives a user index 1 first, the same address every time, derived from the seed, with payment URIs', async () => {
+    const first = await t.wallet.getDepositAddress({ userId: 'addr-first' });
+    const again = await t.wallet.getDepositAddress({ userId: 'addr-first' });
+    expect(again.address).toBe(first.address);
+    expect(first.derivationIndex).toBeGreaterThanOrEqual(1n);
+    expect(first.address).toBe(accountNodeFromMnemonic(SEED).addressAt(Number(first.derivationIndex)));
+    expect(first.address).toBe(getAddress(first.address));
+    expect(first.chains.map((c) => [c.chainId, c.name, c.paymentUri, c.finality])).toEqual([
+      [8453n, 'base', `ethereum:${first.address}@8453`, 'finalized'],
+    ]);
+    expect(first.tokens.map((k) => [k.symbol, k.contractAddress, k.decimals, k.paymentUri])).toEqual([
+      ['ETH', '', 18, `ethereum:${first.address}@8453`],
+      ['USDC', USDC, 6, `ethereum:${USDC}@8453/transfer?address=${first.address}`],
+    ]);
+    expect(first.minimumDepositUsdCents).toBe(100n);
+    expect(first.creditPriceUsdCents).toBe('1.27');
+  });
+
+  it('gives eight users asking at once eight different, contiguous indexes', async () => {
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => t.wallet.getDepositAddress({ userId: `addr-race-${i}` })),
+    );
+    const indexes = replies.map((r) => Number(r.derivationIndex)).sort((a, b) => a - b);
+    expect(new Set(indexes).size).toBe(8);
+    expect(indexes[7]! - indexes[0]!).toBe(7);
+    expect(new Set(replies.map((r) => r.address)).size).toBe(8);
+    // And the same user asking eight times at once gets one index.
+    const same = await Promise.all(Array.from({ length: 8 }, () => t.wallet.getDepositAddress({ userId: 'addr-same' })));
+    expect(new Set(same.map((r) => r.derivationIndex)).size).toBe(1);
+  });
+
+  it('never hands out index 0, the treasury', async () => {
+    const [row] = await t.app.db.query<{ n: string }>('select count(*)::text as n from deposit_addresses where derivation_index = 0');
+    expect(row!.n).toBe('0');
+  });
+
+  it('refuses a bad user id, naming the field', async () => {
+    const { error, detail } = await failure(t.wallet.getDepositAddress({ userId: '' }));
+    expect(error.code).toBe(Code.InvalidArgument);
+    expect(detail?.field).toBe('user_id');
+  });
+});
+
+describe('detection, finality and crediting', () => {
+  it('credits ETH once, after finality, at the feed price', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'eth-user' });
+    const sent = await chain.sendEth(address, parseEther('0.01'));
+    await poll();
+    const [pending] = await deposits('eth-user');
+    expect(pending).toMatchObject({
+      status: DepositStatus.PENDING,
+      txHash: sent.hash,
+      logIndex: -1n,
+      tokenSymbol: 'ETH',
+      rawAmount: '10000000000000000',
+      blockNumber: BigInt(sent.blockNumber),
+      creditsMillicredits: 0n,
+    });
+    expect(pending!.confirmations).toBeGreaterThanOrEqual(1n);
+    expect(await balance('eth-user')).toBe(0n);
+    await chain.mine(FINALITY - 10);
+    await poll(2);
+    expect((await deposits('eth-user'))[0]!.status).toBe(DepositStatus.PENDING);
+    await finalize();
+    const [credited] = await deposits('eth-user');
+    // 0.01 ETH × $3,000 = 3,000 cents; ÷ 1.27 cents = 2,362.204724… credits.
+    expect(credited).toMatchObject({
+      status: DepositStatus.CREDITED,
+      priceUsdCents: '300000',
+      creditPriceUsdCents: '1.27',
+      creditsMillicredits: 2_362_204n,
+    });
+    expect(credited!.transactionId).not.toBe('');
+    expect(await balance('eth-user')).toBe(2_362_204n);
+    await finalize();
+    expect(await balance('eth-user')).toBe(2_362_204n);
+    const history = await t.billing.listTransactions({ userId: 'eth-user' });
+    expect(history.transactions.map((x) => [x.id, x.amountMillicredits])).toEqual([[credited!.transactionId, 2_362_204n]]);
+  });
+
+  it('credits USDC at the official contract; a spoof, a reverted and a zero transfer credit nothing; dust is below minimum', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'usdc-user' });
+    await chain.mintToken(USDC, await chain.funder.getAddress(), 100_000_000n);
+    const good = await chain.transferToken(USDC, address, 5_000_000n);
+    const dust = await chain.transferToken(USDC, address, 500_000n);
+    await chain.transferToken(USDC, address, 0n);
+    const reverted = await chain.transferToken(USDC, address, 10n ** 15n, { gasLimit: 100_000n });
+    expect(reverted.status).toBe(0);
+    const spoof = await chain.deploySpoof();
+    const spoofed = await chain.spoofTransfer(spoof, address, 1_000_000_000n);
+    await poll();
+    const seen = await deposits('usdc-user');
+    expect(seen.map((d) => [d.txHash, d.status]).sort()).toEqual(
+      [
+        [good.hash, DepositStatus.PENDING],
+        [dust.hash, DepositStatus.PENDING],
+        [spoofed.hash, DepositStatus.UNSUPPORTED],
+      ].sort(),
+    );
+    const unsupported = seen.find((d) => d.txHash === spoofed.hash)!;
+    expect(unsupported.tokenSymbol).toBe('');
+    expect(unsupported.tokenContract).toBe(getAddress(spoof));
+    await finalize();
+    const settled = new Map((await deposits('usdc-user')).map((d) => [d.txHash, d]));
+    // 5 USDC = 500 cents ÷ 1.27 = 393.700787… credits.
+    expect(settled.get(good.hash)).toMatchObject({ status: DepositStatus.CREDITED, creditsMillicredits: 393_700n, priceUsdCents: '100' });
+    expect(settled.get(dust.hash)).toMatchObject({ status: DepositStatus.BELOW_MINIMUM, creditsMillicredits: 0n });
+    expect(settled.get(spoofed.hash)!.status).toBe(DepositStatus.UNSUPPORTED);
+    expect(await balance('usdc-user')).toBe(393_700n);
+  });
+
+  it('leaves ETH unpriced while the feed is stale, and credits it once a fresh price exists', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'stale-user' });
+    await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD, now() - 7200n);
+    await chain.sendEth(address, parseEther('0.02'));
+    await poll();
+    await finalize();
+    expect((await deposits('stale-user'))[0]).toMatchObject({ status: DepositStatus.UNPRICED, creditsMillicredits: 0n });
+    expect(await balance('stale-user')).toBe(0n);
+    await poll(2);
+    expect(await balance('stale-user')).toBe(0n);
+    await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD * 2n, now());
+    await poll();
+    // 0.02 ETH × $6,000 = 12,000 cents ÷ 1.27 = 9,448.818897… credits.
+    expect((await deposits('stale-user'))[0]).toMatchObject({ status: DepositStatus.CREDITED, creditsMillicredits: 9_448_818n, priceUsdCents: '600000' });
+    expect(await balance('stale-user')).toBe(9_448_818n);
+    await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD, now());
+  });
+
+  it('never credits a deposit whose block is reorganised away before finality', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'reorg-user' });
+    await poll();
+    const before = await chain.head();
+    const snapshot = await chain.snapshot();
+    await chain.sendEth(address, parseEther('0.01'));
+    await chain.mine(2);
+    await poll();
+    expect((await deposits('reorg-user'))[0]!.status).toBe(DepositStatus.PENDING);
+    await chain.revert(snapshot);
+    expect(await chain.head()).toBe(before);
+    // The other branch grows past the old head (a head going backwards is distrusted).
+    await chain.mine(6);
+    await poll(2);
+    expect((await deposits('reorg-user'))[0]!.status).toBe(DepositStatus.REORGED);
+    await finalize();
+    expect((await deposits('reorg-user'))[0]!.status).toBe(DepositStatus.REORGED);
+    expect(await balance('reorg-user')).toBe(0n);
+  });
+
+  it('credits once, from its new block, a deposit mined again after a reorganisation', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'reinclude-user' });
+    await poll();
+    const snapshot = await chain.snapshot();
+    const sent = await chain.sendEth(address, parseEther('0.01'));
+    await chain.mine(2);
+    await poll();
+    await chain.revert(snapshot);
+    await chain.mine(1);
+    await chain.sendRaw(sent.rawTx);
+    await chain.mine(6);
+    await poll(3);
+    const [again] = await deposits('reinclude-user');
+    expect(again).toMatchObject({ status: DepositStatus.PENDING, txHash: sent.hash });
+    expect(again!.blockHash).not.toBe(sent.blockHash);
+    await finalize();
+    const all = await deposits('reinclude-user');
+    expect(all).toHaveLength(1);
+    expect(all[0]).toMatchObject({ status: DepositStatus.CREDITED, creditsMillicredits: 2_362_204n });
+    expect(await balance('reinclude-user')).toBe(2_362_204n);
+  });
+
+  it('keeps credited deposits and DEPOSIT transactions one to one (VerifyLedger)', async () => {
+    const report = await verifyLedger(t.app.db);
+    expect(report.violations).toEqual([]);
+    const [row] = await t.app.db.query<{ credited: string; txns: string }>(
+      `select (select count(*) from deposits where status = 'CREDITED')::text as credited,
+              (select count(*) from transactions where type = 'DEPOSIT')::text as txns`,
+    );
+    expect(Number(row!.credited)).toBeGreaterThanOrEqual(4);
+    expect(row!.txns).toBe(row!.credited);
+  });
+
+  it('pages deposits newest first', async () => {
+    const first = await t.wallet.listDeposits({ userId: 'usdc-user', pageSize: 1 });
+    const second = await t.wallet.listDeposits({ userId: 'usdc-user', pageSize: 100, pageToken: first.nextPageToken });
+    const ids = [...first.deposits, ...second.deposits].map((d) => BigInt(d.id));
+    expect(ids).toHaveLength(3);
+    expect([...ids].sort((a, b) => (a > b ? -1 : 1))).toEqual(ids);
+    const { detail } = await failure(t.wallet.listDeposits({ userId: 'usdc-user', pageToken: 'garbage' }));
+    expect(detail?.field).toBe('page_token');
+  });
+});
+
+describe('a wallet that is off or pointed at the wrong chain', () => {
+  it('answers FAILED_PRECONDITION WALLET_DISABLED without chains, and the rest runs', async () => {
+    const off = await startTestApp({ catalogue: 'mu', embedded: true, env: { WALLET_SEED: SEED } });
+    try {
+      const { error, detail } = await failure(off.wallet.getDepositAddress({ userId: 'u' }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
+      expect(error.rawMessage).toContain('no chain RPC URL');
+      expect((await failure(off.wallet.listDeposits({ userId: 'u' }))).detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
+      expect((await off.billing.getBalance({ userId: 'u' })).balance?.balanceMillicredits).toBe(0n);
+    } finally {
+      await off.close();
+    }
+  });
+
+  it('fails a poll against an endpoint that does not answer with an error that does not quote the URL', async () => {
+    const dead = await startTestApp({
+      catalogue: 'mu',
+      embedded: true,
+      env: { BASE_RPC_URL: 'http://127.0.0.1:9/v2/SECRETKEY123', WALLET_SEED: SEED },
+    });
+    try {
+      const error = await dead.app.wallet.pollAll().then(() => undefined, (e: unknown) => e as Error);
+      expect(error?.name).toBe('ChainRpcError');
+      expect(error?.message).toMatch(/^base: eth_chainId failed/);
+      expect(error?.message).not.toContain('SECRETKEY123');
+      expect(error?.message).not.toContain('127.0.0.1');
+      expect(dead.app.wallet.watchers[0]!.state).toBe('starting');
+    } finally {
+      await dead.close();
+    }
+  });
+
+  it('refuses to watch a URL that answers for another chain', async () => {
+    const wrong = await startTestApp({ catalogue: 'mu', embedded: true, env: { ETHEREUM_RPC_URL: chain.url, WALLET_SEED: SEED } });
+    try {
+      const [report] = await wrong.app.wallet.pollAll();
+      expect(report?.skipped).toBe('refused');
+      expect(wrong.app.wallet.watchers[0]!.refusal).toContain('answers for chain 8453');
+      const { detail, error } = await failure(wrong.wallet.getDepositAddress({ userId: 'u' }));
+      expect(detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
+      expect(error.rawMessage).toContain('ETHEREUM_RPC_URL answers for chain 8453');
+      expect(error.rawMessage).not.toContain(chain.url);
+    } finally {
+      await wrong.close();
+    }
+  });
+});
