@@ -181,6 +181,11 @@ describe('detection, finality and crediting', () => {
     expect(await balance('stale-user')).toBe(0n);
     await poll(2);
     expect(await balance('stale-user')).toBe(0n);
+    // A fresh round without a positive answer is no price either.
+    await chain.setPrice(BASE_ETH_USD_FEED, 0n, now());
+    await poll();
+    expect((await deposits('stale-user'))[0]!.status).toBe(DepositStatus.UNPRICED);
+    expect(await balance('stale-user')).toBe(0n);
     await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD * 2n, now());
     await poll();
     // 0.02 ETH × $6,000 = 12,000 cents ÷ 1.27 = 9,448.818897… credits.
@@ -240,6 +245,21 @@ describe('detection, finality and crediting', () => {
     );
     expect(Number(row!.credited)).toBeGreaterThanOrEqual(4);
     expect(row!.txns).toBe(row!.credited);
+  });
+
+  it('exports per-chain metrics: head, finalized, cursor, lag and deposits by status', async () => {
+    await poll();
+    const text = await t.app.metrics.registry.metrics();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    const head = await chain.head();
+    expect(value('billing_wallet_head_block\\{chain="base"\\}')).toBe(head);
+    expect(value('billing_wallet_finalized_block\\{chain="base"\\}')).toBe(head - FINALITY);
+    expect(value('billing_wallet_cursor_block\\{chain="base"\\}')).toBe(head);
+    expect(value('billing_wallet_lag_blocks\\{chain="base"\\}')).toBe(0);
+    expect(value('billing_deposits\\{chain="base",status="CREDITED"\\}')).toBeGreaterThanOrEqual(4);
+    expect(value('billing_deposits\\{chain="base",status="UNSUPPORTED"\\}')).toBe(1);
+    expect(value('billing_wallet_reorgs_total\\{chain="base"\\}')).toBeGreaterThanOrEqual(2);
+    expect(text).not.toContain(SEED.split(' ')[0]!);
   });
 
   it('pages deposits newest first', async () => {
