@@ -10,10 +10,10 @@ import { Holds } from './ledger/holds.js';
 import { Ledger } from './ledger/ledger.js';
 import { Promos } from './ledger/promo.js';
 import { DailyTopUps } from './ledger/top-up.js';
-import { authInterceptor } from './rpc/auth.js';
+import { authInterceptor, scopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
-import { routes } from './rpc/routes.js';
+import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
 import { type Database, openDatabase } from './storage/database.js';
 import { Wallet } from './wallet/wallet.js';
@@ -48,6 +48,8 @@ export interface BuildOptions {
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
   const log = options.log ?? pino({ level: config.logLevel, base: { service: 'billing' } });
+  // First: a method the contract left without a scope stops the start-up before anything opens.
+  const scopes = scopeTable(SCOPED_SERVICES);
   const ownsDb = !options.db;
   const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
   const ledger = new Ledger(db, config.catalogue);
@@ -63,7 +65,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     host: config.host,
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
-    interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens)],
+    interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes)],
     routes: routes({ ledger, holds, accounts, promos, topUps, db, wallet, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { create, createFileRegistry, fromBinary, getOption } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { registerHealth } from "../src/rpc/health.js";
@@ -16,6 +16,7 @@ import { registerReflection } from "../src/rpc/reflection.js";
 import { file_billing_v1_billing_service } from "../gen/billing/v1/billing_service_pb.js";
 import { file_billing_v1_admin_service } from "../gen/billing/v1/admin_service_pb.js";
 import { file_billing_v1_wallet_service } from "../gen/billing/v1/wallet_service_pb.js";
+import { scope, Scope } from "../gen/billing/v1/options_pb.js";
 import { file_health_v1_health } from "../gen/health/v1/health_pb.js";
 import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -137,7 +138,13 @@ describe.each(["v1", "v1alpha"])("server reflection %s", (version) => {
     const files = decode(res!);
     expect(files[0]!.name).toBe("billing/v1/billing_service.proto");
     expect(files.map((f) => f.name).sort()).toEqual(
-      ["billing/v1/billing_service.proto", "billing/v1/types.proto", "google/protobuf/timestamp.proto"].sort(),
+      [
+        "billing/v1/billing_service.proto",
+        "billing/v1/types.proto",
+        "google/protobuf/timestamp.proto",
+        "billing/v1/options.proto",
+        "google/protobuf/descriptor.proto",
+      ].sort(),
     );
     expect(files[0]!.dependency).toContain("billing/v1/types.proto");
     // A client can rebuild the service from nothing but the answer (imports go first in a set).
@@ -145,6 +152,9 @@ describe.each(["v1", "v1alpha"])("server reflection %s", (version) => {
     const service = registry.getService("billing.v1.BillingService");
     expect(service?.methods.map((m) => m.name)).toContain("GetBalance");
     expect(registry.getMessage("billing.v1.GetBalanceRequest")?.fields[0]?.jsonName).toBe("userId");
+    // The scope a method needs travels with it: option (billing.v1.scope), field 51001.
+    const grant = service?.methods.find((m) => m.name === "Grant");
+    expect(getOption(grant!, scope)).toBe(Scope.GRANT);
   });
 
   it.each([

@@ -1,19 +1,45 @@
-// Bearer-token authentication with scopes. Health and reflection are open. With no tokens
-// configured every call is allowed (local development; the server then binds loopback).
+// Bearer-token authentication with scopes. The scope of every method comes from the
+// contract: the `(billing.v1.scope)` option on each rpc in proto/, read from the
+// descriptors when the server starts. A billing.v1 method without one stops the start-up
+// (fail closed); health and reflection are open by name. With no tokens configured every
+// call is allowed (local development; the server then binds loopback).
+import { type DescService, getOption, hasOption } from '@bufbuild/protobuf';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { timingSafeEqual } from 'node:crypto';
+import { scope as scopeOption, Scope as ProtoScope } from '../../gen/billing/v1/options_pb.js';
 import type { Scope } from '../config.js';
 
-const SCOPE_OF_SERVICE: Readonly<Record<string, Scope | ((method: string) => Scope)>> = {
-  'billing.v1.BillingService': (method) => (method === 'Grant' || method === 'Refund' ? 'grant' : 'spend'),
-  'billing.v1.AdminService': 'admin',
-  'billing.v1.WalletService': 'wallet',
+const SCOPE_FROM_PROTO: Readonly<Partial<Record<ProtoScope, Scope>>> = {
+  [ProtoScope.SPEND]: 'spend',
+  [ProtoScope.GRANT]: 'grant',
+  [ProtoScope.ADMIN]: 'admin',
+  [ProtoScope.WALLET]: 'wallet',
 };
 
-/** The scope a method needs, or undefined for open services (health, reflection). */
-export function requiredScope(serviceTypeName: string, methodName: string): Scope | undefined {
-  const rule = SCOPE_OF_SERVICE[serviceTypeName];
-  return typeof rule === 'function' ? rule(methodName) : rule;
+/** Services that need no token: the standard health and reflection protocols. */
+const OPEN_SERVICES = new Set(['grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']);
+
+/** "service/method" → the scope it needs; a method missing from it is refused. */
+export type ScopeTable = ReadonlyMap<string, Scope>;
+
+/**
+ * Reads the scope of every method of `services` from its options. Throws, naming each
+ * method, when one has no scope: a method the contract forgot must not be open.
+ */
+export function scopeTable(services: readonly DescService[]): ScopeTable {
+  const table = new Map<string, Scope>();
+  const missing: string[] = [];
+  for (const service of services) {
+    for (const method of service.methods) {
+      const scope = hasOption(method, scopeOption) ? SCOPE_FROM_PROTO[getOption(method, scopeOption)] : undefined;
+      if (scope === undefined) missing.push(`${service.typeName}/${method.name}`);
+      else table.set(`${service.typeName}/${method.name}`, scope);
+    }
+  }
+  if (missing.length > 0) {
+    throw new Error(`refusing to start: no (billing.v1.scope) option on ${missing.join(', ')}; every method must declare its scope in proto/`);
+  }
+  return table;
 }
 
 function findToken(tokens: ReadonlyMap<string, ReadonlySet<Scope>>, presented: string): ReadonlySet<Scope> | undefined {
@@ -25,15 +51,18 @@ function findToken(tokens: ReadonlyMap<string, ReadonlySet<Scope>>, presented: s
   return undefined;
 }
 
-export function authInterceptor(tokens: ReadonlyMap<string, ReadonlySet<Scope>>): Interceptor {
+export function authInterceptor(tokens: ReadonlyMap<string, ReadonlySet<Scope>>, scopes: ScopeTable): Interceptor {
   return (next) => async (req) => {
-    const scope = requiredScope(req.service.typeName, req.method.name);
-    if (scope === undefined || tokens.size === 0) return next(req);
+    if (OPEN_SERVICES.has(req.service.typeName)) return next(req);
+    const scope = scopes.get(`${req.service.typeName}/${req.method.name}`);
+    // Fail closed: a method outside the table (registered without being read) is refused.
+    if (scope === undefined) throw new ConnectError(`${req.service.typeName}/${req.method.name} has no scope`, Code.PermissionDenied);
+    if (tokens.size === 0) return next(req);
     const header = req.header.get('authorization') ?? '';
     const match = /^Bearer (\S{1,512})$/i.exec(header);
-    const scopes = match?.[1] ? findToken(tokens, match[1]) : undefined;
-    if (!scopes) throw new ConnectError('missing or unknown bearer token', Code.Unauthenticated);
-    if (!scopes.has(scope)) throw new ConnectError(`this token lacks the "${scope}" scope`, Code.PermissionDenied);
+    const found = match?.[1] ? findToken(tokens, match[1]) : undefined;
+    if (!found) throw new ConnectError('missing or unknown bearer token', Code.Unauthenticated);
+    if (!found.has(scope)) throw new ConnectError(`this token lacks the "${scope}" scope`, Code.PermissionDenied);
     return next(req);
   };
 }

@@ -32,6 +32,9 @@ export interface RouteDeps {
   readonly probe: () => Promise<boolean>;
 }
 
+/** The services whose methods need a scope (read from their options, rpc/auth.ts). */
+export const SCOPED_SERVICES = [BillingService, AdminService, WalletService] as const;
+
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(BillingService, billingService(deps));
