@@ -1,5 +1,6 @@
 // The database behind the ledger: PostgreSQL (DATABASE_URL) or an embedded PGlite under
-// the data directory. MikroORM owns the connection, the schema and the migrations; the
+// the data directory. MikroORM owns the connection and the migrations, which are the only
+// statement of the schema (there are no entities: nothing loads rows through the ORM); the
 // money path runs short SQL statements through `Database.transaction`, on a pooled
 // connection (PostgreSQL) or PGlite's exclusive transaction (its one connection).
 import { createHash } from 'node:crypto';
@@ -11,7 +12,6 @@ import { Migrator } from '@mikro-orm/migrations';
 import { MikroORM as PgliteORM } from '@mikro-orm/pglite';
 import { MikroORM as PostgresORM } from '@mikro-orm/postgresql';
 import type { Pool, PoolClient } from 'pg';
-import { entities } from './entities.js';
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
@@ -55,13 +55,14 @@ export const migrationsList = [
 ];
 
 const ormOptions = {
-  entities,
+  // The migrations are the schema; no entity mirrors it (README, "One schema").
+  entities: [],
   extensions: [Migrator],
   migrations: { silent: true, migrationsList, transactional: true, snapshot: false, allOrNothing: true },
   allowGlobalContext: false,
   debug: false,
   ensureDatabase: false,
-  discovery: { checkDuplicateTableNames: true },
+  discovery: { warnWhenNoEntities: false },
 };
 
 /** A PostgreSQL error (from pg or PGlite) with its SQLSTATE and constraint. */
