@@ -60,6 +60,8 @@ export interface DepositTerms {
 export interface WalletConfig {
   /** The public account node; undefined when the wallet is off. */
   readonly keys?: WalletKeys;
+  /** The seed file this start created: the operator must back it up. */
+  readonly createdSeedFile?: string;
   /** Why the wallet is off, for FAILED_PRECONDITION; undefined when it is on. */
   readonly disabledReason?: string;
   readonly chains: readonly WatchedChain[];
@@ -312,6 +314,7 @@ function loadWallet(
     blocksPerPoll: parsed.DEPOSIT_BLOCKS_PER_POLL,
   };
   let keys: WalletKeys | undefined;
+  let createdSeedFile: string | undefined;
   try {
     keys = loadWalletKeys({
       ...(env.WALLET_SEED ? { seed: env.WALLET_SEED } : {}),
@@ -319,6 +322,9 @@ function loadWallet(
       dataDir,
       // A seed is generated only for a service that will watch a chain with it.
       generate: chains.length > 0 && terms !== undefined,
+      onSeedFileCreated: (path) => {
+        createdSeedFile = path;
+      },
     });
   } catch (error) {
     if (error instanceof WalletKeyError) problems.push(error.message);
@@ -331,7 +337,12 @@ function loadWallet(
       : !keys
         ? 'crypto deposits are off: no key material (WALLET_SEED, WALLET_XPUB or a seed file under BILLING_DATA_DIR)'
         : undefined;
-  return Object.freeze({ ...base, ...(keys && !disabledReason ? { keys } : {}), ...(disabledReason ? { disabledReason } : {}) });
+  return Object.freeze({
+    ...base,
+    ...(keys && !disabledReason ? { keys } : {}),
+    ...(createdSeedFile ? { createdSeedFile } : {}),
+    ...(disabledReason ? { disabledReason } : {}),
+  });
 }
 
 /** Reads the whole configuration; throws ConfigError listing every problem at once. */

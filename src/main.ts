@@ -13,6 +13,12 @@ async function main(): Promise<void> {
   if (config.tokens.size === 0) {
     log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
   }
+  if (config.wallet.createdSeedFile) {
+    log.warn(
+      { file: config.wallet.createdSeedFile },
+      'generated a new wallet seed: back this file up now (offline); it is the only key to the funds users deposit',
+    );
+  }
   const app = await build(config, { log });
   log.info(
     {

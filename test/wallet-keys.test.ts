@@ -229,9 +229,12 @@ describe('WALLET_SEED and WALLET_XPUB', () => {
 describe('seed file', () => {
   it('is generated on first use 0600 in a 0700 directory and read back the same', () => {
     const dir = dataDir();
-    const first = loadWalletKeys({ dataDir: dir, generate: true });
+    const created: string[] = [];
+    const onSeedFileCreated = (path: string) => created.push(path);
+    const first = loadWalletKeys({ dataDir: dir, generate: true, onSeedFileCreated });
     expect(first?.source).toBe('seed-file');
     const file = join(dir, SEED_FILE);
+    expect(created).toEqual([file]);
     expect(mode(file)).toBe(0o600);
     expect(mode(join(dir, 'wallet'))).toBe(0o700);
     expect(readdirSync(join(dir, 'wallet'))).toEqual(['seed']);
@@ -239,7 +242,8 @@ describe('seed file', () => {
     expect(content).toMatch(/^[a-z]+( [a-z]+){23}\n$/);
     expect(bip39.validateMnemonic(content.trim())).toBe(true);
 
-    const second = loadWalletKeys({ dataDir: dir, generate: true });
+    const second = loadWalletKeys({ dataDir: dir, generate: true, onSeedFileCreated });
+    expect(created).toEqual([file]);
     const third = loadWalletKeys({ dataDir: dir, generate: false });
     expect(second?.accountXpub).toBe(first?.accountXpub);
     expect(addresses(third!, [0, 1, 7])).toEqual(addresses(first!, [0, 1, 7]));

@@ -57,6 +57,8 @@ export interface KeyOptions {
   readonly xpub?: string;
   readonly dataDir: string;
   readonly generate: boolean;
+  /** Told the path when this call created the seed file (so the operator can back it up). */
+  readonly onSeedFileCreated?: (path: string) => void;
 }
 
 /** The seed file, relative to the data directory. */
@@ -210,7 +212,7 @@ export function loadWalletKeys(options: KeyOptions): WalletKeys | undefined {
   const file = join(options.dataDir, SEED_FILE);
   if (exists(file)) return readSeedFile(dir, file);
   if (!options.generate) return undefined;
-  generateSeedFile(options.dataDir, dir, file);
+  if (generateSeedFile(options.dataDir, dir, file)) options.onSeedFileCreated?.(file);
   return readSeedFile(dir, file);
 }
 
@@ -300,7 +302,8 @@ function readSeedFile(dir: string, file: string): WalletKeys {
  * 0600), fsync, link to the final name (EEXIST: another process won), unlink the temp, fsync
  * the directory. The caller then reads the file, whoever wrote it.
  */
-function generateSeedFile(dataDir: string, dir: string, file: string): void {
+function generateSeedFile(dataDir: string, dir: string, file: string): boolean {
+  let created = false;
   try {
     mkdirSync(dataDir, { recursive: true });
   } catch (error) {
@@ -337,6 +340,7 @@ function generateSeedFile(dataDir: string, dir: string, file: string): void {
     }
     try {
       linkSync(temp, file);
+      created = true;
     } catch (error) {
       if (code(error) !== 'EEXIST') throw new WalletKeyError(`wallet seed file ${file} cannot be created: ${code(error)}`);
       // Another process won the race: its file is read by the caller.
@@ -361,4 +365,5 @@ function generateSeedFile(dataDir: string, dir: string, file: string): void {
   } catch (error) {
     throw new WalletKeyError(`wallet seed directory ${dir} cannot be synced: ${code(error)}`);
   }
+  return created;
 }
