@@ -36,20 +36,13 @@ export interface DepositRow {
 }
 
 /** A transfer seen in a scanned block, before it is stored. */
-export interface DetectedTransfer {
-  txHash: string;
-  logIndex: number;
-  userId: string;
-  fromAddress: string;
-  tokenSymbol: string;
-  tokenContract: string;
-  decimals: number | undefined;
-  rawAmount: bigint;
-  blockNumber: number;
-  blockHash: string;
+export type DetectedTransfer = Pick<
+  DepositRow,
+  'txHash' | 'logIndex' | 'userId' | 'fromAddress' | 'tokenSymbol' | 'tokenContract' | 'decimals' | 'rawAmount' | 'blockNumber' | 'blockHash'
+> & {
   /** PENDING for an accepted token, UNSUPPORTED for any other contract. */
   status: 'PENDING' | 'UNSUPPORTED';
-}
+};
 
 export interface ChainCursor {
   chainId: number;

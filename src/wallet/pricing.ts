@@ -1,13 +1,13 @@
 // Deposit pricing in integer arithmetic: token amounts in base units (bigint), prices as
 // exact decimals of US cents. Credits = value ÷ credit price, rounded down to the
 // milli-credit. No floating point anywhere.
-import { divFloor, MILLICREDITS_PER_CREDIT, pow10 } from '../domain/money.js';
+import { type Decimal, divFloor, MILLICREDITS_PER_CREDIT, pow10 } from '../domain/money.js';
 
-/** An exact non-negative decimal: units / 10^scale. */
-export interface ExactDecimal {
-  readonly units: bigint;
-  readonly scale: number;
-}
+/**
+ * An exact non-negative decimal, units / 10^scale: the domain's Decimal without its text,
+ * and with room for prices (30 integer and 30 fractional digits, not 6 and 6).
+ */
+export type ExactDecimal = Pick<Decimal, 'units' | 'scale'>;
 
 const EXACT_PATTERN = /^(\d{1,30})(?:\.(\d{1,30}))?$/;
 
