@@ -49,7 +49,7 @@ export interface ChainCursor {
   /** The last block fully scanned. */
   number: number;
   hash: string;
-  /** The highest head and finalized block ever reported; they only move forward. */
+  /** The head at the last poll, and the highest finalized block deposits were settled against. */
   headNumber: number;
   finalizedNumber: number;
 }
@@ -140,12 +140,16 @@ export async function lockCursor(s: SqlSession, chainId: number): Promise<ChainC
   return mapCursor(rows[0]);
 }
 
-/** Records the head and finalized block seen; each only ever increases. */
-export async function recordTips(s: Pick<SqlSession, 'query'>, chainId: number, head: number, finalized: number): Promise<void> {
+/** Records the head seen at the last poll (for confirmations and metrics only). */
+export async function recordTips(s: Pick<SqlSession, 'query'>, chainId: number, head: number): Promise<void> {
+  await s.query('update wallet_chains set head_number = $2, updated_at = now() where chain_id = $1', [chainId, head]);
+}
+
+/** Records the finalized block deposits were settled against; it only ever increases. */
+export async function recordFinalized(s: Pick<SqlSession, 'query'>, chainId: number, finalized: number): Promise<void> {
   await s.query(
-    `update wallet_chains set head_number = greatest(head_number, $2), finalized_number = greatest(finalized_number, $3),
-            updated_at = now() where chain_id = $1`,
-    [chainId, head, finalized],
+    'update wallet_chains set finalized_number = greatest(finalized_number, $2), updated_at = now() where chain_id = $1',
+    [chainId, finalized],
   );
 }
 
@@ -216,7 +220,7 @@ export async function upsertDeposits(s: SqlSession, chainId: number, transfers: 
                block_number, block_hash, status)
      on conflict (chain_id, tx_hash, log_index) do update
         set block_number = excluded.block_number, block_hash = excluded.block_hash, status = 'PENDING', updated_at = now()
-      where deposits.status in ('PENDING', 'REORGED') and deposits.block_hash <> excluded.block_hash`,
+      where deposits.status = 'REORGED' or (deposits.status = 'PENDING' and deposits.block_hash <> excluded.block_hash)`,
     [
       chainId,
       transfers.map((t) => t.txHash),
@@ -284,7 +288,7 @@ export async function openDeposits(s: Pick<SqlSession, 'query'>, chainId: number
   const rows = await s.query(
     `select ${DEPOSIT_COLUMNS} from deposits d left join wallet_chains c on c.chain_id = d.chain_id
       where d.chain_id = $1 and d.status in ('PENDING', 'UNPRICED') and d.block_number <= $2
-      order by d.block_number, d.id limit 500`,
+      order by d.status = 'UNPRICED', d.block_number, d.id limit 500`,
     [chainId, finalized],
   );
   return rows.map(mapDeposit);

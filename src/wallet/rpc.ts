@@ -1,7 +1,7 @@
 // A chain's JSON-RPC endpoint, as the watcher uses it: a handful of read calls with a
 // timeout, answers checked for shape, and errors that never carry the URL (a provider's
 // URL often holds its API key).
-import { FetchRequest, JsonRpcProvider, Network } from 'ethers';
+import { FetchRequest, getBytes, JsonRpcProvider, keccak256, Network } from 'ethers';
 
 /** An RPC failure whose message is safe to log: no URL, no request body. */
 export class ChainRpcError extends Error {
@@ -10,7 +10,8 @@ export class ChainRpcError extends Error {
     readonly method: string,
     detail: string,
   ) {
-    super(`${chain}: ${method} failed: ${detail}`);
+    // A provider may echo its own URL (with the API key in it) in an error text.
+    super(`${chain}: ${method} failed: ${detail.replace(/\b(?:https?|wss?):\/\/\S*/gi, '<url>')}`);
     this.name = 'ChainRpcError';
   }
 }
@@ -21,6 +22,8 @@ export interface RpcTransaction {
   /** Lower-case; null for a contract creation. */
   to: string | null;
   value: bigint;
+  /** The node's answer for it did not parse; `to` is kept (lower-case) when it is an address. */
+  malformed?: true;
 }
 
 export interface RpcBlock {
@@ -28,6 +31,8 @@ export interface RpcBlock {
   hash: string;
   parentHash: string;
   timestamp: number;
+  /** The 2048-bit logs bloom as bytes; empty if the node sent none (then nothing is skipped). */
+  logsBloom: Uint8Array;
   transactions: RpcTransaction[];
 }
 
@@ -116,11 +121,14 @@ export class ChainRpc {
     return this.checked('eth_getBlockByNumber', [param, full], (raw) => (raw === null ? undefined : parseBlock(raw, full)));
   }
 
-  /** Transfer-shaped logs of a block range with topics as given. */
-  logs(fromBlock: number, toBlock: number, topics: (string | string[] | null)[]): Promise<RpcLog[]> {
+  /**
+   * Logs of one block, named by its hash (EIP-234): a node that does not have that block
+   * answers an error instead of an empty list, so a lagging node cannot hide a deposit.
+   */
+  logsOfBlock(blockHash: string, addresses: readonly string[] | undefined, topics: (string | string[] | null)[]): Promise<RpcLog[]> {
     return this.checked(
       'eth_getLogs',
-      [{ fromBlock: `0x${fromBlock.toString(16)}`, toBlock: `0x${toBlock.toString(16)}`, topics }],
+      [{ blockHash, topics, ...(addresses ? { address: addresses } : {}) }],
       (raw) => {
         if (!Array.isArray(raw)) throw new TypeError('not a list');
         return raw.map(parseLog);
@@ -158,13 +166,27 @@ function parseBlock(raw: unknown, full: boolean): RpcBlock {
     hash: hash32(b.hash, 'block hash'),
     parentHash: hash32(b.parentHash, 'parent hash'),
     timestamp: quantity(b.timestamp, 'timestamp'),
+    logsBloom:
+      typeof (b as { logsBloom?: unknown }).logsBloom === 'string' && /^0x[0-9a-fA-F]{512}$/.test((b as { logsBloom: string }).logsBloom)
+        ? getBytes((b as { logsBloom: string }).logsBloom)
+        : new Uint8Array(0),
+    // Lenient per transaction: one odd transaction (a type this code does not know) must not
+    // stall the chain; only a transaction to a user address is looked at further.
     transactions: full
-      ? b.transactions.map((t: { hash?: unknown; from?: unknown; to?: unknown; value?: unknown }) => ({
-          hash: hash32(t.hash, 'tx hash'),
-          from: address(t.from, 'tx from'),
-          to: t.to === null || t.to === undefined ? null : address(t.to, 'tx to'),
-          value: typeof t.value === 'string' && /^0x[0-9a-fA-F]+$/.test(t.value) ? BigInt(t.value) : 0n,
-        }))
+      ? b.transactions.flatMap((t: { hash?: unknown; from?: unknown; to?: unknown; value?: unknown }) => {
+          try {
+            if (typeof t.value !== 'string' || !/^0x[0-9a-fA-F]+$/.test(t.value)) throw new TypeError('tx value is not a quantity');
+            return [{
+              hash: hash32(t.hash, 'tx hash'),
+              from: address(t.from, 'tx from'),
+              to: t.to === null || t.to === undefined ? null : address(t.to, 'tx to'),
+              value: BigInt(t.value),
+            }];
+          } catch {
+            const to = typeof t.to === 'string' && /^0x[0-9a-fA-F]{40}$/.test(t.to) ? t.to.toLowerCase() : null;
+            return [{ hash: '', from: '', to, value: 0n, malformed: true as const }];
+          }
+        })
       : [],
   };
 }
@@ -183,4 +205,16 @@ function parseLog(raw: unknown): RpcLog {
     logIndex: quantity(l.logIndex, 'log index'),
     removed: l.removed === true,
   };
+}
+
+/** The three bloom bit positions of an item (an address or a topic), per the yellow paper. */
+export function bloomBits(itemHex: string): [number, number, number] {
+  const h = getBytes(keccak256(itemHex));
+  return [0, 2, 4].map((i) => ((h[i]! << 8) | h[i + 1]!) & 2047) as [number, number, number];
+}
+
+/** False only if the bloom proves the item is in none of the block's logs (no false negatives). */
+export function bloomMayContain(bloom: Uint8Array, bits: readonly number[]): boolean {
+  if (bloom.length !== 256) return true;
+  return bits.every((bit) => ((bloom[255 - (bit >> 3)] ?? 0) & (1 << (bit & 7))) !== 0);
 }

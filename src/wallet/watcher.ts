@@ -24,6 +24,7 @@ import {
   lockCursor,
   openDeposits,
   readCursor,
+  recordFinalized,
   recordTips,
   rewindCursor,
   scannedHash,
@@ -32,13 +33,15 @@ import {
 } from '../storage/wallet-sql.js';
 import { formatExact, valueDeposit } from './pricing.js';
 import { type PriceAnswer, priceOf } from './prices.js';
-import type { AddressBook } from './address-book.js';
-import type { ChainName } from './chains.js';
-import { ChainRpc, type RpcBlock } from './rpc.js';
+import { type AddressBook, addressTopic } from './address-book.js';
+import { type ChainName, NATIVE_DECIMALS, NATIVE_SYMBOL } from './chains.js';
+import { bloomBits, bloomMayContain, ChainRpc, ChainRpcError, type RpcBlock, type RpcLog } from './rpc.js';
 import type { WalletMetrics } from './metrics.js';
 
 /** keccak256("Transfer(address,address,uint256)") */
 export const TRANSFER_TOPIC = '0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef';
+
+const TRANSFER_BITS = bloomBits(TRANSFER_TOPIC);
 
 /** Addresses per eth_getLogs topic filter. */
 const ADDRESSES_PER_LOG_QUERY = 200;
@@ -104,6 +107,9 @@ export class ChainWatcher {
         `${this.chain.spec.urlVariable} does not answer the "finalized" block tag; set ${this.chain.spec.confirmationsVariable}`,
       );
     }
+    // The cursor exists before the chain is listed to users: nothing sent to an address the
+    // service handed out for this chain can predate the first block it scans.
+    await this.cursor((await this.tips()).finalized);
     this.state = 'watching';
   }
 
@@ -118,7 +124,15 @@ export class ChainWatcher {
     const head = await this.rpc.blockNumber();
     const target = this.chain.confirmations === undefined ? 'finalized' : Math.max(0, head - this.chain.confirmations + 1);
     const finalized = await this.rpc.block(target, false);
-    if (!finalized) throw new Error(`${this.name}: the node has no block ${String(target)}`);
+    if (!finalized) throw new ChainRpcError(this.name, 'eth_getBlockByNumber', `the node has no block ${String(target)}`);
+    if (target === 'finalized') {
+      // One answer routed to another node (or network) must not decide what is final: the
+      // block at that number, asked for again, must be the same block.
+      const again = await this.rpc.block(finalized.number, false);
+      if (again?.hash !== finalized.hash) {
+        throw new ChainRpcError(this.name, 'eth_getBlockByNumber', 'the finalized block and the block at its number differ');
+      }
+    }
     return { head, finalized };
   }
 
@@ -131,21 +145,40 @@ export class ChainWatcher {
     const metrics = this.deps.metrics;
     metrics.head.set({ chain: this.name }, head);
     metrics.finalized.set({ chain: this.name }, finalized.number);
-    // A node that is syncing, or a load balancer switching nodes, can report an older head
-    // or finalized block: that is not a deep reorganisation, only a poll to distrust.
-    if (head < cursor.headNumber || finalized.number < cursor.finalizedNumber || finalized.number > head) {
+    // A node that is syncing, or a load balancer switching nodes, can report a head behind
+    // the blocks already scanned, or an older finalized block: that is not a deep
+    // reorganisation, only a poll to distrust. A head behind stops the scan; a finalized
+    // block behind stops the settling; neither is stored.
+    const headBehind = head < cursor.number || finalized.number > head;
+    const finalizedBehind = finalized.number < cursor.finalizedNumber;
+    if (headBehind || finalizedBehind) {
       metrics.distrusted.inc({ chain: this.name });
       this.deps.log.warn(
-        { chain: this.name, head, finalized: finalized.number, knownHead: cursor.headNumber, knownFinalized: cursor.finalizedNumber },
-        'chain tips went backwards: poll skipped',
+        { chain: this.name, head, finalized: finalized.number, scanned: cursor.number, settledTo: cursor.finalizedNumber },
+        'chain tips went backwards: poll distrusted',
       );
-      return { ...report, skipped: 'distrusted' };
+      report.skipped = 'distrusted';
     }
-    await recordTips(this.deps.db, this.chain.spec.chainId, head, finalized.number);
-    await this.scan(cursor, head, finalized.number, report);
-    metrics.cursor.set({ chain: this.name }, report.scannedTo ?? report.reorgedTo ?? cursor.number);
-    metrics.lag.set({ chain: this.name }, head - (report.scannedTo ?? report.reorgedTo ?? cursor.number));
-    if (report.skipped === undefined) report.credited = await this.settle(finalized.number);
+    let scanError: unknown;
+    if (!headBehind) {
+      await recordTips(this.deps.db, this.chain.spec.chainId, head);
+      try {
+        await this.scan(cursor, head, finalized.number, report);
+      } catch (error) {
+        // The deposits already final are settled all the same; the scan's error then ends
+        // the poll (and backs off).
+        scanError = error;
+      }
+    }
+    const scanned = report.scannedTo ?? report.reorgedTo ?? cursor.number;
+    metrics.cursor.set({ chain: this.name }, scanned);
+    metrics.lag.set({ chain: this.name }, Math.max(0, head - scanned));
+    if (!finalizedBehind) {
+      // Only what has been scanned can be settled, and never past the block verified final.
+      report.credited = await this.settle(Math.min(finalized.number, scanned));
+      await recordFinalized(this.deps.db, this.chain.spec.chainId, finalized.number);
+    }
+    if (scanError !== undefined) throw scanError;
     return report;
   }
 
@@ -167,19 +200,25 @@ export class ChainWatcher {
     const to = Math.min(head, cursor.number + this.deps.blocksPerPoll);
     report.behind = to < head;
     if (from > to) return;
+    const notReady = () => {
+      // The node lacks a block or disagrees with itself: read the range again next poll.
+      report.skipped = 'not-ready';
+      report.behind = false;
+    };
     const blocks = await this.fetchBlocks(from, to);
-    if (!blocks) return void (report.skipped = 'not-ready');
+    if (!blocks) return notReady();
     if (blocks[0]!.parentHash !== cursor.hash) {
-      report.reorgedTo = await this.rewind(cursor, finalized);
+      const ancestor = await this.rewind(cursor);
+      if (ancestor === undefined) return notReady();
+      report.reorgedTo = ancestor;
       report.behind = true;
       return;
     }
     for (let i = 1; i < blocks.length; i += 1) {
-      // The chain changed while the range was being read: read it again next poll.
-      if (blocks[i]!.parentHash !== blocks[i - 1]!.hash) return void (report.skipped = 'not-ready');
+      if (blocks[i]!.parentHash !== blocks[i - 1]!.hash) return notReady();
     }
     const transfers = await this.detect(blocks);
-    if (!transfers) return void (report.skipped = 'not-ready');
+    if (!transfers) return notReady();
     const moved = await this.deps.db.transaction(async (s) => {
       const locked = await lockCursor(s, this.chain.spec.chainId);
       // Another replica scanned this range first: its result stands.
@@ -212,80 +251,107 @@ export class ChainWatcher {
 
   /**
    * Walks back from the cursor to the newest block whose kept hash the node still has, and
-   * rewinds there. Never below the finalized block: a mismatch there is a fault of the node
-   * or of the configured depth, and is reported, not acted on.
+   * rewinds there; undefined when the node cannot say yet (it lacks a block). Never below
+   * the finalized block deposits were last settled against: a disagreement there is a fault
+   * of the node or a reorganisation deeper than the configured depth, which could otherwise
+   * credit a re-included token transfer twice (its log index changes). It is raised, not acted on.
    */
-  private async rewind(cursor: ChainCursor, finalized: number): Promise<number> {
-    let number = cursor.number;
-    for (; number >= 0; number -= 1) {
+  private async rewind(cursor: ChainCursor): Promise<number | undefined> {
+    for (let number = cursor.number; number >= cursor.finalizedNumber; number -= 1) {
       const kept = await scannedHash(this.deps.db, this.chain.spec.chainId, number);
       if (kept === undefined) break;
       const canonical = await this.rpc.block(number, false);
-      if (canonical?.hash === kept) {
-        const marked = await this.deps.db.transaction(async (s) => {
-          const locked = await lockCursor(s, this.chain.spec.chainId);
-          if (locked.number !== cursor.number || locked.hash !== cursor.hash) return -1;
-          return rewindCursor(s, this.chain.spec.chainId, { number, hash: kept });
-        });
-        if (marked >= 0) {
-          this.deps.metrics.reorgs.inc({ chain: this.name });
-          this.deps.log.warn({ chain: this.name, from: cursor.number, to: number, reorged: marked }, 'chain reorganisation: cursor rewound');
-        }
-        return number;
+      if (!canonical) return undefined;
+      if (canonical.hash !== kept) continue;
+      const marked = await this.deps.db.transaction(async (s) => {
+        const locked = await lockCursor(s, this.chain.spec.chainId);
+        if (locked.number !== cursor.number || locked.hash !== cursor.hash) return -1;
+        return rewindCursor(s, this.chain.spec.chainId, { number, hash: kept });
+      });
+      if (marked >= 0) {
+        this.deps.metrics.reorgs.inc({ chain: this.name });
+        this.deps.log.warn({ chain: this.name, from: cursor.number, to: number, reorged: marked }, 'chain reorganisation: cursor rewound');
       }
+      return number;
     }
     this.deps.metrics.rpcErrors.inc({ chain: this.name, kind: 'deep-reorg' });
-    this.deps.log.error(
-      { chain: this.name, cursor: cursor.number, finalized },
-      'no common ancestor within the kept block hashes: the node disagrees with blocks already scanned; not scanning',
+    throw new Error(
+      `${this.name}: no common ancestor at or above block ${cursor.finalizedNumber} (the last block settled as final); ` +
+        'the node disagrees with blocks already scanned: not scanning until it agrees',
     );
-    return cursor.number;
   }
 
   /** Transfers to user addresses in the blocks; undefined if the node's answers disagree. */
   private async detect(blocks: readonly RpcBlock[]): Promise<DetectedTransfer[] | undefined> {
     const book = await this.deps.addresses.refresh();
-    const byNumber = new Map(blocks.map((b) => [b.number, b]));
-    const transfers: DetectedTransfer[] = [];
+    const found = new Map<string, DetectedTransfer>();
     for (const block of blocks) {
       for (const tx of block.transactions) {
         const userId = tx.to === null ? undefined : book.get(tx.to);
-        if (userId === undefined || tx.value <= 0n) continue;
+        if (userId === undefined) continue;
+        // A transaction to a user that the node's answer does not let us read: not skipped.
+        if (tx.malformed) return undefined;
+        if (tx.value <= 0n) continue;
         const receipt = await this.rpc.receiptStatus(tx.hash);
         if (!receipt || receipt.blockHash !== block.hash) return undefined;
         if (receipt.status !== 1) continue;
-        transfers.push({
+        found.set(`${tx.hash}:-1`, {
           txHash: tx.hash,
           logIndex: -1,
           userId,
           fromAddress: tx.from,
-          tokenSymbol: 'ETH',
+          tokenSymbol: NATIVE_SYMBOL,
           tokenContract: '',
-          decimals: 18,
+          decimals: NATIVE_DECIMALS,
           rawAmount: tx.value,
           blockNumber: block.number,
           blockHash: block.hash,
           status: 'PENDING',
         });
       }
+      const logs = await this.blockTransferLogs(block, book);
+      if (!logs) return undefined;
+      for (const transfer of logs) found.set(`${transfer.txHash}:${transfer.logIndex}`, transfer);
     }
-    const tokens = this.deps.terms.tokens.get(this.name) ?? [];
-    const first = blocks[0]!;
-    const last = blocks[blocks.length - 1]!;
-    const padded = [...book.keys()].map((a) => `0x${a.slice(2).padStart(64, '0')}`);
-    for (let i = 0; i < padded.length; i += ADDRESSES_PER_LOG_QUERY) {
-      const logs = await this.rpc.logs(first.number, last.number, [TRANSFER_TOPIC, null, padded.slice(i, i + ADDRESSES_PER_LOG_QUERY)]);
-      for (const log of logs) {
+    return [...found.values()];
+  }
+
+  /**
+   * ERC-20 Transfers to user addresses in one block. The logs bloom skips blocks that hold
+   * no Transfer to any user (a bloom has false positives, never false negatives). Accepted
+   * tokens are asked for by contract address, and that query must succeed; every other
+   * contract's Transfers (recorded UNSUPPORTED, never credited) are a second, best-effort
+   * query, so nobody can stall crediting by spamming Transfer events from a contract of
+   * their own.
+   */
+  private async blockTransferLogs(block: RpcBlock, book: ReadonlyMap<string, string>): Promise<DetectedTransfer[] | undefined> {
+    const bloom = block.logsBloom;
+    if (!bloomMayContain(bloom, TRANSFER_BITS)) return [];
+    const users = [...book.keys()].filter((a) => bloomMayContain(bloom, this.deps.addresses.topicBits(a))).map(addressTopic);
+    if (users.length === 0) return [];
+    const tokens = (this.deps.terms.tokens.get(this.name) ?? []).filter((t) => t.contract !== '');
+    const contracts = tokens.map((t) => t.contract.toLowerCase());
+    const transfers: DetectedTransfer[] = [];
+    for (let i = 0; i < users.length; i += ADDRESSES_PER_LOG_QUERY) {
+      const topics = [TRANSFER_TOPIC, null, users.slice(i, i + ADDRESSES_PER_LOG_QUERY)];
+      const accepted = contracts.length > 0 ? await this.rpc.logsOfBlock(block.hash, contracts, topics) : [];
+      let others: RpcLog[] = [];
+      try {
+        others = (await this.rpc.logsOfBlock(block.hash, undefined, topics)).filter((l) => !contracts.includes(l.address));
+      } catch (error) {
+        this.deps.metrics.rpcErrors.inc({ chain: this.name, kind: 'unsupported-logs' });
+        this.deps.log.warn({ chain: this.name, block: block.number, error: (error as Error).message }, 'Transfers of unsupported contracts not read');
+      }
+      for (const log of [...accepted, ...others]) {
         if (log.removed) continue;
-        if (byNumber.get(log.blockNumber)?.hash !== log.blockHash) return undefined;
+        if (log.blockHash !== block.hash || log.blockNumber !== block.number) return undefined;
         // ERC-20 Transfer: three topics and a 32-byte amount. (ERC-721 shares the event name
         // with a fourth, indexed token id: not a deposit.)
         if (log.topics.length !== 3 || log.data.length !== 66) continue;
-        const to = `0x${log.topics[2]!.slice(26)}`;
-        const userId = book.get(to);
+        const userId = book.get(`0x${log.topics[2]!.slice(26)}`);
         const raw = BigInt(log.data);
         if (userId === undefined || raw === 0n) continue;
-        const token = tokens.find((t) => t.contract !== '' && t.contract.toLowerCase() === log.address);
+        const token = tokens.find((t) => t.contract.toLowerCase() === log.address);
         transfers.push({
           txHash: log.transactionHash,
           logIndex: log.logIndex,
@@ -313,10 +379,10 @@ export class ChainWatcher {
     for (const deposit of open) {
       if (!canonical.has(deposit.blockNumber)) canonical.set(deposit.blockNumber, (await this.rpc.block(deposit.blockNumber, false))?.hash);
       const hash = canonical.get(deposit.blockNumber);
-      if (hash === undefined) continue;
       if (hash !== deposit.blockHash) {
-        await settleDeposit(this.deps.db, deposit.id, { status: 'REORGED' });
-        this.deps.log.warn({ chain: this.name, deposit: deposit.id }, 'final block differs from the one the deposit was seen in: REORGED');
+        // Not credited while the node does not show the block it was seen in. Marking it
+        // REORGED is the rewind's job, which checks continuity; one odd answer here is not.
+        this.deps.log.warn({ chain: this.name, deposit: deposit.id }, 'the block of a final deposit is not canonical on the node: not settled');
         continue;
       }
       try {
