@@ -60,6 +60,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const metrics = createMetrics();
   const wallet = new Wallet(db, config.wallet, config.catalogue, log, metrics.registry);
   await wallet.checkKeys();
+  await wallet.prepare();
   const server = await startServer({
     port: config.port,
     host: config.host,

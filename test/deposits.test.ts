@@ -301,6 +301,10 @@ describe('a wallet that is off or pointed at the wrong chain', () => {
       expect(error?.message).not.toContain('SECRETKEY123');
       expect(error?.message).not.toContain('127.0.0.1');
       expect(dead.app.wallet.watchers[0]!.state).toBe('starting');
+      // No address is handed out for a chain that is not watched yet; the history still reads.
+      const { error: notReady, detail } = await failure(dead.wallet.getDepositAddress({ userId: 'u' }));
+      expect([notReady.code, detail?.reason]).toEqual([Code.Unavailable, ErrorReason.WALLET_NOT_READY]);
+      expect((await dead.wallet.listDeposits({ userId: 'u' })).deposits).toEqual([]);
     } finally {
       await dead.close();
     }

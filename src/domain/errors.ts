@@ -26,6 +26,7 @@ export type ErrorReason =
   | 'MALFORMED_REQUEST'
   | 'REQUEST_TOO_LARGE'
   | 'WALLET_DISABLED'
+  | 'WALLET_NOT_READY'
   | 'NOT_IMPLEMENTED';
 
 /** Figures and pointers a caller needs to act on an error. */

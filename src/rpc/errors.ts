@@ -32,6 +32,7 @@ export const ERROR_TABLE: Readonly<Record<ErrorReason, readonly [Code, ProtoReas
   MALFORMED_REQUEST: [Code.InvalidArgument, ProtoReason.MALFORMED_REQUEST],
   REQUEST_TOO_LARGE: [Code.ResourceExhausted, ProtoReason.REQUEST_TOO_LARGE],
   WALLET_DISABLED: [Code.FailedPrecondition, ProtoReason.WALLET_DISABLED],
+  WALLET_NOT_READY: [Code.Unavailable, ProtoReason.WALLET_NOT_READY],
   NOT_IMPLEMENTED: [Code.Unimplemented, ProtoReason.UNSPECIFIED],
 };
 

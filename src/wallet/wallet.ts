@@ -19,6 +19,9 @@ import { formatExact } from './pricing.js';
 import { ChainRpcError } from './rpc.js';
 import { ChainWatcher, type PollReport } from './watcher.js';
 
+/** Longest wait for the chains' first check at start-up. */
+const PREPARE_TIMEOUT_MS = 5_000;
+
 /** Longest wait between polls after repeated RPC errors. */
 const BACKOFF_SECONDS_MAX = 300;
 
@@ -87,6 +90,22 @@ export class Wallet {
     }
   }
 
+  /**
+   * Checks every chain once (chain id, finalized tag, cursor), waiting at most
+   * PREPARE_TIMEOUT_MS: a chain is offered to users only once it is being watched. A chain
+   * that does not answer yet is checked again by its first poll.
+   */
+  async prepare(): Promise<void> {
+    const checks = this.watchers.map((w) =>
+      w.check().catch((error: unknown) => {
+        this.log.warn({ chain: w.name, error: (error as Error).message }, 'chain not checked yet; the first poll tries again');
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(checks), new Promise((resolve) => (timer = setTimeout(resolve, PREPARE_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+  }
+
   /** Starts every chain's poll loop. */
   start(): void {
     for (const watcher of this.watchers) this.schedule(watcher, 0, 0);
@@ -139,11 +158,16 @@ export class Wallet {
 
   async getDepositAddress(userId: string): Promise<DepositAddressView> {
     const { keys, terms } = this.require();
+    // An address is shown for a chain only once its cursor exists: whatever is sent to it
+    // after that is in a block the watcher will scan.
+    if (!this.watchers.some((w) => w.state === 'watching')) {
+      throw new BillingError('WALLET_NOT_READY', 'crypto deposits are not available yet: no chain has answered its start-up check; try again shortly');
+    }
     checkUserId(userId);
     const row = (await findAddress(this.db, userId)) ?? (await allocateAddress(this.db, userId, (i) => keys.addressAt(i)));
     const address = keys.addressAt(row.derivationIndex);
     if (address.toLowerCase() !== row.address) throw new Error(`deposit address of ${userId} does not re-derive from its index`);
-    const watched = this.watchers.filter((w) => w.state !== 'refused');
+    const watched = this.watchers.filter((w) => w.state === 'watching');
     return {
       address,
       derivationIndex: row.derivationIndex,
