@@ -3,7 +3,7 @@
 // ETH priced by a Chainlink feed at Base's ETH/USD address, both placed there with
 // anvil_setCode). The watcher is polled by hand, so each step is deterministic.
 import { Code } from '@connectrpc/connect';
-import { getAddress, parseEther } from 'ethers';
+import { getAddress, Interface, parseEther } from 'ethers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { DepositStatus } from '../gen/billing/v1/wallet_service_pb.js';
@@ -234,6 +234,58 @@ describe('detection, finality and crediting', () => {
     expect(all).toHaveLength(1);
     expect(all[0]).toMatchObject({ status: DepositStatus.CREDITED, creditsMillicredits: 2_362_204n });
     expect(await balance('reinclude-user')).toBe(2_362_204n);
+  });
+
+  it('credits a token transfer once when it is mined again at another log index after a reorganisation', async () => {
+    const { address } = await t.wallet.getDepositAddress({ userId: 'relog-user' });
+    await chain.mintToken(USDC, await chain.funder.getAddress(), 10_000_000n);
+    await poll();
+    const snapshot = await chain.snapshot();
+    const sent = await chain.transferToken(USDC, address, 2_000_000n);
+    await chain.mine(2);
+    await poll();
+    expect((await deposits('relog-user')).map((d) => [d.logIndex, d.status])).toEqual([[0n, DepositStatus.PENDING]]);
+    await chain.revert(snapshot);
+    // The other branch mines the same transfer behind another account's mint in one block,
+    // so its Transfer log has index 1 there: a different (tx hash, log index) key.
+    await chain.rpc('evm_setAutomine', [false]);
+    try {
+      const other = chain.devAccount(3);
+      const { TestToken } = compileContracts();
+      const mint = new Interface(TestToken.abi).encodeFunctionData('mint', [other.address, 1n]);
+      const [nonce, latest] = await Promise.all([
+        chain.rpc<string>('eth_getTransactionCount', [other.address, 'pending']),
+        chain.rpc<{ baseFeePerGas: string }>('eth_getBlockByNumber', ['latest', false]),
+      ]);
+      const rawMint = await other.signTransaction({
+        type: 2,
+        chainId: 8453,
+        nonce: Number(nonce),
+        to: USDC,
+        data: mint,
+        gasLimit: 200_000n,
+        maxPriorityFeePerGas: 50_000_000_000n,
+        maxFeePerGas: BigInt(latest.baseFeePerGas) * 2n + 50_000_000_000n,
+      });
+      await chain.sendRaw(rawMint);
+      await chain.sendRaw(sent.rawTx);
+      await chain.mine(1);
+    } finally {
+      await chain.rpc('evm_setAutomine', [true]);
+    }
+    await chain.mine(6);
+    await poll(3);
+    const rows = new Map((await deposits('relog-user')).map((d) => [d.logIndex, d]));
+    expect(rows.get(0n)?.status).toBe(DepositStatus.REORGED);
+    expect(rows.get(1n)).toMatchObject({ status: DepositStatus.PENDING, txHash: sent.hash });
+    await finalize();
+    const settled = await deposits('relog-user');
+    expect(settled.map((d) => [d.logIndex, d.status]).sort()).toEqual([
+      [0n, DepositStatus.REORGED],
+      [1n, DepositStatus.CREDITED],
+    ]);
+    // 2 USDC = 200 cents ÷ 1.27 = 157.480314… credits, once.
+    expect(await balance('relog-user')).toBe(157_480n);
   });
 
   it('keeps credited deposits and DEPOSIT transactions one to one (VerifyLedger)', async () => {
