@@ -19,7 +19,7 @@ import { describeOutcome, type Outcome } from './bank/outcome.js';
 import { exactly, messages, race, shape, tally } from './bank/race.js';
 import { countFrom, Rng, seedFrom } from './bank/rng.js';
 import { type BankHistory, BankRun, type BankWorld, type PromoSpec } from './bank/workload.js';
-import { key, startTestApp, type TestApp } from './support/app.js';
+import { fund, key, startTestApp, type TestApp } from './support/app.js';
 
 const SEED = seedFrom('BANK_SEED');
 /** Requests over the whole file, split between the two catalogues' runs. */
@@ -122,7 +122,7 @@ async function storm(clients: readonly BankClient[], call: Call, copies = 12): P
 }
 
 async function funded(t: TestApp, userId: string, amount: bigint): Promise<void> {
-  await t.billing.grant({ userId, idempotencyKey: key('fund'), grant: { case: 'amountMillicredits', value: amount }, reason: 'test funds' });
+  await fund(t, userId, amount);
 }
 
 async function expectClean(t: TestApp): Promise<void> {

@@ -8,7 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 function grant(userId: string, amount: bigint) {
-  return t.billing.grant({ userId, idempotencyKey: key('g'), grant: { case: 'amountMillicredits', value: amount }, reason: 'funds' });
+  return fund(t, userId, amount);
 }
 
 /** Posts raw bytes to a Connect JSON endpoint and returns the status and parsed body. */

@@ -6,7 +6,7 @@ import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
 import { sqlState } from '../src/storage/database.js';
-import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -18,13 +18,8 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function grant(userId: string, amount: bigint) {
-  return t.billing.grant({
-    userId,
-    idempotencyKey: key('grant'),
-    grant: { case: 'amountMillicredits', value: amount },
-    reason: 'test funds',
-  });
+function grant(userId: string, amount: bigint) {
+  return fund(t, userId, amount);
 }
 
 function chargeAmount(userId: string, amount: bigint, idempotencyKey = key('charge')) {

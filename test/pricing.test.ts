@@ -18,7 +18,7 @@ import { ConfigError, loadConfig, parseCatalogue } from '../src/config.js';
 import type { Catalogue } from '../src/domain/catalogue.js';
 import { BillingError } from '../src/domain/errors.js';
 import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../src/domain/pricing.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
 
 const MUSE_TEXT = readFileSync(new URL('../config/muse.json', import.meta.url), 'utf8');
 const MU_TEXT = readFileSync(new URL('../config/mu.json', import.meta.url), 'utf8');
@@ -536,8 +536,8 @@ describe('over RPC against PostgreSQL', () => {
     await t?.close();
   });
 
-  async function grant(userId: string, amount: bigint) {
-    return t.billing.grant({ userId, idempotencyKey: key('grant'), grant: { case: 'amountMillicredits', value: amount }, reason: 'pricing tests' });
+  function grant(userId: string, amount: bigint) {
+    return fund(t, userId, amount);
   }
 
   function tokenUsage(model: string, tokensIn: bigint, tokensOut: bigint, finishReason = 'stop') {

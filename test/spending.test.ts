@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan, ReservationStatus, TransactionType, WaivedReason } from '../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { awayFromUtcMidnight, failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { awayFromUtcMidnight, failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;
 
@@ -19,8 +19,8 @@ afterAll(async () => {
 
 const amount = (value: bigint) => ({ case: 'amountMillicredits' as const, value });
 
-async function fund(userId: string, value: bigint) {
-  await t.billing.grant({ userId, idempotencyKey: key('fund'), grant: amount(value), reason: 'test funds' });
+async function funds(userId: string, value: bigint) {
+  await fund(t, userId, value);
 }
 
 function reserve(userId: string, value: bigint, ttlSeconds = 0, idempotencyKey = key('hold')) {
@@ -38,7 +38,7 @@ async function balanceOf(userId: string) {
 describe('holds', () => {
   it('reserve then capture less: the remainder is released', async () => {
     const user = 'hold-less';
-    await fund(user, 10_000n);
+    await funds(user, 10_000n);
     const { reservation, balance } = await reserve(user, 4_000n);
     expect(reservation?.status).toBe(ReservationStatus.ACTIVE);
     expect(balance?.reservedMillicredits).toBe(4_000n);
@@ -50,7 +50,7 @@ describe('holds', () => {
 
   it('reserve then capture more: the excess comes from available balance', async () => {
     const user = 'hold-more';
-    await fund(user, 10_000n);
+    await funds(user, 10_000n);
     const { reservation } = await reserve(user, 2_000n);
     await reserve(user, 3_000n); // another hold stays untouched
     const charged = await capture(user, reservation!.id, 6_000n);
@@ -60,7 +60,7 @@ describe('holds', () => {
 
   it('capture beyond what is available: refused without allow_partial, shortfall with it', async () => {
     const user = 'hold-short';
-    await fund(user, 5_000n);
+    await funds(user, 5_000n);
     const { reservation } = await reserve(user, 1_000n);
     await reserve(user, 2_000n);
     const refused = await failure(capture(user, reservation!.id, 4_001n));
@@ -75,7 +75,7 @@ describe('holds', () => {
 
   it('release twice is fine; capture after release or a second capture fails with its reason', async () => {
     const user = 'hold-release';
-    await fund(user, 3_000n);
+    await funds(user, 3_000n);
     const { reservation } = await reserve(user, 1_000n);
     const first = await t.billing.release({ userId: user, idempotencyKey: key(), reservationId: reservation!.id });
     expect(first.reservation?.status).toBe(ReservationStatus.RELEASED);
@@ -99,7 +99,7 @@ describe('holds', () => {
 
   it('a hold with ttl_seconds 1 stops counting after a second, cannot be captured, and is swept', async () => {
     const user = 'hold-ttl';
-    await fund(user, 2_000n);
+    await funds(user, 2_000n);
     const { reservation } = await reserve(user, 1_500n, 1);
     expect((await balanceOf(user)).availableMillicredits).toBe(500n);
     await new Promise((resolve) => setTimeout(resolve, 1_300));
@@ -111,7 +111,7 @@ describe('holds', () => {
     expect(charged.balance?.balanceMillicredits).toBe(0n);
     const unfunded = await failure(reserve('hold-sweep', 1n, 1));
     expect([unfunded.error.code, unfunded.detail?.reason]).toEqual([Code.FailedPrecondition, ErrorReason.INSUFFICIENT_BALANCE]);
-    await fund('hold-sweep', 1_000n);
+    await funds('hold-sweep', 1_000n);
     await reserve('hold-sweep', 1_000n, 1);
     await new Promise((resolve) => setTimeout(resolve, 1_200));
     // The test app runs no sweeper of its own, so this sweep is the one that frees the hold
@@ -126,7 +126,7 @@ describe('holds', () => {
 
   it('concurrent Reserves never hold more than the balance; every loser is INSUFFICIENT_BALANCE', async () => {
     const user = 'hold-race';
-    await fund(user, 10_000n);
+    await funds(user, 10_000n);
     const outcomes = await Promise.all(Array.from({ length: 48 }, () => outcome(reserve(user, 700n))));
     expect(outcomes.filter((o) => o.ok)).toHaveLength(14); // 14 × 700 = 9,800 ≤ 10,000 < 15 × 700
     // The schema's reserved <= balance would also stop a 15th hold, but as an internal
@@ -143,7 +143,7 @@ describe('holds', () => {
 
   it('replays Reserve, Release and Charge with their original results', async () => {
     const user = 'hold-replay';
-    await fund(user, 5_000n);
+    await funds(user, 5_000n);
     const k = key('r');
     const first = await reserve(user, 1_000n, 0, k);
     const replay = await reserve(user, 1_000n, 0, k);
@@ -180,7 +180,7 @@ describe('plans and waivers', () => {
 
   it('gates premium models by plan; ADMIN charges succeed, are recorded, debit nothing', async () => {
     const user = 'plan-user';
-    await fund(user, 50_000n);
+    await funds(user, 50_000n);
     const refused = await failure(t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: run('claude-opus-4.6') }));
     expect(refused.error.code).toBe(Code.PermissionDenied);
     expect(refused.detail?.reason).toBe(ErrorReason.PLAN_REQUIRED);
@@ -207,7 +207,7 @@ describe('plans and waivers', () => {
 
   it('m4l.request is free with the m4l entitlement; waived charges are in the history with reasons', async () => {
     const user = 'm4l-user';
-    await fund(user, 2_000n);
+    await funds(user, 2_000n);
     const m4l = { case: 'operation' as const, value: { name: 'm4l.request', quantity: 1n } };
     const paid = await t.billing.charge({ userId: user, idempotencyKey: key(), product: 'm4l', usage: m4l });
     expect(paid.chargedMillicredits).toBe(500n);
@@ -234,7 +234,7 @@ describe('plans and waivers', () => {
 
   it('reports low_balance and can_start on every returned balance', async () => {
     const user = 'flags-user';
-    await fund(user, 1_100n);
+    await funds(user, 1_100n);
     let b = await balanceOf(user);
     expect([b.lowBalance, b.canStart]).toEqual([false, true]);
     const charged = await t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: amount(100n) });

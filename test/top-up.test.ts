@@ -13,7 +13,7 @@ import { checkSchedule, scheduleDailyTopUp } from '../src/jobs/daily-top-up.js';
 import { DailyTopUps, SYSTEM_DAILY_TOP_UP, utcDay } from '../src/ledger/top-up.js';
 import { verifyLedger } from '../src/ledger/verify.js';
 import type { Database } from '../src/storage/database.js';
-import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp } from './support/app.js';
+import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp, fund as grantFunds } from './support/app.js';
 
 const TARGET = 5_000n;
 const opened: TestApp[] = [];
@@ -36,9 +36,7 @@ function today(): string {
 
 async function fund(t: TestApp, userId: string, amount: bigint, plan: Plan = Plan.FREE): Promise<void> {
   await t.admin.setPlan({ userId, plan });
-  if (amount > 0n) {
-    await t.billing.grant({ userId, idempotencyKey: key('fund'), grant: { case: 'amountMillicredits', value: amount }, reason: 'seed' });
-  }
+  if (amount > 0n) await grantFunds(t, userId, amount);
 }
 
 async function balances(db: Database): Promise<Map<string, bigint>> {

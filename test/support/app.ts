@@ -112,6 +112,11 @@ export async function failure(call: Promise<unknown>): Promise<{ error: ConnectE
   throw new Error('expected the call to fail, but it succeeded');
 }
 
+/** Grants `amount` milli-credits to the user with a fresh key: the one way tests fund a user. */
+export function fund(t: Pick<TestApp, 'billing'>, userId: string, amount: bigint) {
+  return t.billing.grant({ userId, idempotencyKey: key('fund'), grant: { case: 'amountMillicredits', value: amount }, reason: 'test funds' });
+}
+
 let counter = 0;
 /** A fresh idempotency key. */
 export function key(prefix = 'k'): string {
