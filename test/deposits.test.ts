@@ -299,6 +299,28 @@ describe('detection, finality and crediting', () => {
     expect(row!.txns).toBe(row!.credited);
   });
 
+  it('VerifyLedger finds a deposit whose credit differs from its transaction, and a DEPOSIT no deposit names', async () => {
+    const [row] = await t.app.db.query<{ id: string; txn: string; credits: string }>(
+      `select id::text, transaction_id::text as txn, credits_millicredits::text as credits from deposits
+        where status = 'CREDITED' order by id limit 1`,
+    );
+    const pairs = async () => (await verifyLedger(t.app.db)).violations.filter((v) => v.invariant === 'deposit_matches_transaction');
+    await t.app.db.query('update deposits set credits_millicredits = credits_millicredits + 1 where id = $1', [row!.id]);
+    expect((await pairs()).map((v) => [v.transactionId, v.description])).toEqual([
+      [row!.txn, `deposit ${row!.id} credited ${BigInt(row!.credits) + 1n} but its transaction moved ${row!.credits}`],
+    ]);
+    await t.app.db.query('update deposits set credits_millicredits = $2 where id = $1', [row!.id, row!.credits]);
+    const [orphan] = await t.app.db.query<{ id: string }>(
+      `insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits)
+       values ('eth-user', 'DEPOSIT', 0, 0) returning id::text`,
+    );
+    expect((await pairs()).map((v) => [v.transactionId, v.description])).toEqual([
+      [orphan!.id, 'a DEPOSIT transaction that no credited deposit names'],
+    ]);
+    await t.app.db.query('delete from transactions where id = $1', [orphan!.id]);
+    expect(await pairs()).toEqual([]);
+  });
+
   it('exports per-chain metrics: head, finalized, cursor, lag and deposits by status', async () => {
     await poll();
     const text = await t.app.metrics.registry.metrics();
