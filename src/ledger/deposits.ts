@@ -35,13 +35,17 @@ export interface DepositCredit {
 
 /**
  * Credits the deposit; returns the transaction, or undefined when another process settled
- * it first (or it moved to another block since it was read).
+ * it first (its record is replayed, nothing is written) or it moved to another block since
+ * it was read.
  */
 export async function creditDeposit(db: Database, catalogue: Catalogue, credit: DepositCredit): Promise<TransactionResult | undefined> {
   const { deposit } = credit;
   const idempotencyKey = depositIdempotencyKey(deposit.id);
+  // Set only by a write of this call: a result replayed from the deposit's idempotency
+  // record (another process credited it first) is not this call's credit.
+  let wrote = false;
   try {
-    return await mutate<TransactionResult>(
+    const result = await mutate<TransactionResult>(
       db,
       { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]) },
       async (s, account) => {
@@ -77,10 +81,12 @@ export async function creditDeposit(db: Database, catalogue: Catalogue, credit: 
               transactionId,
             });
             if (!settled) throw new AlreadySettled();
+            wrote = true;
           },
         };
       },
     );
+    return wrote ? result : undefined;
   } catch (error) {
     if (error instanceof AlreadySettled) return undefined;
     throw error;
