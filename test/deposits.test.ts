@@ -2,6 +2,8 @@
 // the real service on PostgreSQL, the mu catalogue (USDC at its official Base address,
 // ETH priced by a Chainlink feed at Base's ETH/USD address, both placed there with
 // anvil_setCode). The watcher is polled by hand, so each step is deterministic.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Code } from '@connectrpc/connect';
 import { getAddress, Interface, parseEther } from 'ethers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -381,6 +383,64 @@ describe('a wallet that is off or pointed at the wrong chain', () => {
       expect((await dead.wallet.listDeposits({ userId: 'u' })).deposits).toEqual([]);
     } finally {
       await dead.close();
+    }
+  });
+
+  it('refuses a node without the finalized tag, and with a confirmation depth credits at that depth', async () => {
+    // A JSON-RPC proxy in front of anvil that answers the "finalized" tag as some L2
+    // providers do: with an error.
+    const proxy = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        const call = JSON.parse(body) as { id: number; method: string; params: unknown[] };
+        if (call.method === 'eth_getBlockByNumber' && call.params[0] === 'finalized') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ jsonrpc: '2.0', id: call.id, error: { code: -32602, message: 'invalid block tag' } }));
+          return;
+        }
+        fetch(chain.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then(
+          async (r) => res.writeHead(r.status, { 'content-type': 'application/json' }).end(await r.text()),
+          () => res.writeHead(502).end(),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/`;
+    const database = t.database!.url;
+    try {
+      const noTag = await startTestApp({ catalogue: 'mu', databaseUrl: database, env: { BASE_RPC_URL: url, WALLET_SEED: SEED } });
+      try {
+        expect(noTag.app.wallet.watchers[0]!.refusal).toBe('BASE_RPC_URL does not answer the "finalized" block tag; set BASE_CONFIRMATIONS');
+      } finally {
+        await noTag.close();
+      }
+      const depth = await startTestApp({
+        catalogue: 'mu',
+        databaseUrl: database,
+        env: { BASE_RPC_URL: url, BASE_CONFIRMATIONS: '3', WALLET_SEED: SEED },
+      });
+      try {
+        const { address, chains } = await depth.wallet.getDepositAddress({ userId: 'depth-user' });
+        expect(chains.map((c) => c.finality)).toEqual(['depth:3']);
+        await chain.sendEth(address, parseEther('0.01'));
+        await chain.mine(1);
+        await depth.app.wallet.pollAll();
+        expect((await depth.wallet.listDeposits({ userId: 'depth-user' })).deposits[0]).toMatchObject({
+          status: DepositStatus.PENDING,
+          confirmations: 2n,
+        });
+        await chain.mine(1);
+        await depth.app.wallet.pollAll();
+        expect((await depth.wallet.listDeposits({ userId: 'depth-user' })).deposits[0]).toMatchObject({
+          status: DepositStatus.CREDITED,
+          creditsMillicredits: 2_362_204n,
+        });
+      } finally {
+        await depth.close();
+      }
+    } finally {
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 

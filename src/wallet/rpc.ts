@@ -9,6 +9,8 @@ export class ChainRpcError extends Error {
     readonly chain: string,
     readonly method: string,
     detail: string,
+    /** The node answered with a JSON-RPC error (as opposed to no answer at all). */
+    readonly answered = false,
   ) {
     // A provider may echo its own URL (with the API key in it) in an error text.
     super(`${chain}: ${method} failed: ${detail.replace(/\b(?:https?|wss?):\/\/\S*/gi, '<url>')}`);
@@ -94,7 +96,7 @@ export class ChainRpc {
         : typeof e.code === 'string'
           ? e.code
           : 'no answer';
-      throw new ChainRpcError(this.chain, method, detail.slice(0, 200));
+      throw new ChainRpcError(this.chain, method, detail.slice(0, 200), typeof e.error?.message === 'string');
     }
   }
 

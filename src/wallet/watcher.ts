@@ -102,10 +102,18 @@ export class ChainWatcher {
     if (chainId !== this.chain.spec.chainId) {
       return this.refuse(`${this.chain.spec.urlVariable} answers for chain ${chainId}, not ${this.name} (${this.chain.spec.chainId})`);
     }
-    if (this.chain.confirmations === undefined && !(await this.rpc.block('finalized', false))) {
-      return this.refuse(
-        `${this.chain.spec.urlVariable} does not answer the "finalized" block tag; set ${this.chain.spec.confirmationsVariable}`,
-      );
+    if (this.chain.confirmations === undefined) {
+      // A node that answers the tag with an error (or with nothing) does not support it; a
+      // node that does not answer at all is tried again.
+      const finalized = await this.rpc.block('finalized', false).catch((error: unknown) => {
+        if (error instanceof ChainRpcError && error.answered) return undefined;
+        throw error;
+      });
+      if (!finalized) {
+        return this.refuse(
+          `${this.chain.spec.urlVariable} does not answer the "finalized" block tag; set ${this.chain.spec.confirmationsVariable}`,
+        );
+      }
     }
     // The cursor exists before the chain is listed to users: nothing sent to an address the
     // service handed out for this chain can predate the first block it scans.
