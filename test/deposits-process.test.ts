@@ -18,9 +18,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyLedger } from '../src/ledger/verify.js';
 import { openDatabase } from '../src/storage/database.js';
-import { USDC_CONTRACTS } from '../src/wallet/chains.js';
 import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
-import { type Chain, compileContracts, startAnvil } from './support/chain.js';
+import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from './support/chain.js';
 import { createTestDatabase, type TestDatabase } from './support/postgres.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -31,11 +30,7 @@ const ROOT = new URL('..', import.meta.url).pathname;
  */
 const SEED = 'mobile toilet sand shadow bargain unique awake salad traffic state great morning horror sell elbow mercy educate season tape rude critic aunt view fame';
 const SEED_WORDS = SEED.split(' ');
-const BASE_CHAIN_ID = 8453;
-const BASE_ETH_USD_FEED = '0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70';
-const USDC = USDC_CONTRACTS.base;
-/** $3,000.00 with the feed's 8 decimals. */
-const ETH_USD = 3000n * 10n ** 8n;
+const USDC = BASE_USDC;
 /** Anvil's finalized block trails its head by this many blocks. */
 const FINALITY = 64;
 /** An API-key-looking path on the RPC URL: it must never be printed. */
@@ -298,10 +293,7 @@ beforeAll(async () => {
   chain = await startAnvil({ chainId: BASE_CHAIN_ID });
   proxy = await startPathProxy(chain.url);
   rpcUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}/${SECRET_PATH}`;
-  await chain.placeTokenAt(USDC);
-  const { MockAggregator } = compileContracts();
-  await chain.rpc('anvil_setCode', [BASE_ETH_USD_FEED, MockAggregator.deployedBytecode]);
-  await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD, BigInt(Math.floor(Date.now() / 1000)));
+  await placeBaseFixtures(chain);
   await chain.mintToken(USDC, await chain.funder.getAddress(), 1_000_000_000n);
   database = await createTestDatabase('deposits_process');
   seedFileDatabase = await createTestDatabase('deposits_process_seed_file');

@@ -10,17 +10,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { DepositStatus } from '../gen/billing/v1/wallet_service_pb.js';
 import { verifyLedger } from '../src/ledger/verify.js';
-import { USDC_CONTRACTS } from '../src/wallet/chains.js';
 import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
-import { type Chain, compileContracts, startAnvil } from './support/chain.js';
+import { BASE_ETH_USD_FEED, BASE_USDC, type Chain, compileContracts, ETH_USD_3000, placeBaseFixtures, startAnvil } from './support/chain.js';
 import { failure, startTestApp, type TestApp } from './support/app.js';
 
 // A fixed 24-word test mnemonic (never holds funds): "abandon" × 23 + "art".
 const SEED = `${'abandon '.repeat(23)}art`;
-const BASE_ETH_USD_FEED = '0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70';
-const USDC = USDC_CONTRACTS.base;
-/** $3,000.00 with the feed's 8 decimals. */
-const ETH_USD = 3000n * 10n ** 8n;
+const USDC = BASE_USDC;
+const ETH_USD = ETH_USD_3000;
 /** Anvil's finalized block trails its head by this many blocks. */
 const FINALITY = 64;
 
@@ -49,10 +46,7 @@ async function balance(userId: string) {
 
 beforeAll(async () => {
   chain = await startAnvil({ chainId: 8453 });
-  await chain.placeTokenAt(USDC);
-  const { MockAggregator } = compileContracts();
-  await chain.rpc('anvil_setCode', [BASE_ETH_USD_FEED, MockAggregator.deployedBytecode]);
-  await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD, now());
+  await placeBaseFixtures(chain);
   t = await startTestApp({ catalogue: 'mu', env: { BASE_RPC_URL: chain.url, WALLET_SEED: SEED } });
 });
 

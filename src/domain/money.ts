@@ -42,14 +42,19 @@ export interface Decimal {
   readonly text: string;
 }
 
-const DECIMAL_PATTERN = /^(\d{1,6})(?:\.(\d{1,6}))?$/;
+const DECIMAL_PATTERNS = new Map<number, RegExp>();
 
 /**
- * Parses a non-negative decimal such as "2.2" exactly, with at most 6 integer and 6
- * fractional digits. Returns undefined when the text is not such a decimal.
+ * Parses a non-negative decimal such as "2.2" exactly, with at most `digitsMax` (default 6)
+ * integer and as many fractional digits. Returns undefined when the text is not such a decimal.
  */
-export function parseDecimal(text: string): Decimal | undefined {
-  const match = DECIMAL_PATTERN.exec(text);
+export function parseDecimal(text: string, digitsMax = 6): Decimal | undefined {
+  let pattern = DECIMAL_PATTERNS.get(digitsMax);
+  if (!pattern) {
+    pattern = new RegExp(`^(\\d{1,${digitsMax}})(?:\\.(\\d{1,${digitsMax}}))?$`);
+    DECIMAL_PATTERNS.set(digitsMax, pattern);
+  }
+  const match = pattern.exec(text);
   if (!match) return undefined;
   const whole = match[1] ?? '0';
   const fraction = (match[2] ?? '').replace(/0+$/, '');

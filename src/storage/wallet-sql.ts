@@ -305,14 +305,15 @@ export async function lockDeposit(s: SqlSession, id: string): Promise<DepositRow
 }
 
 /**
- * Settles an open deposit: CREDITED (with its ledger transaction), BELOW_MINIMUM, UNPRICED
- * or REORGED. Only a PENDING or UNPRICED deposit changes; returns whether this one did.
+ * Settles an open deposit: CREDITED (with its ledger transaction), BELOW_MINIMUM or
+ * UNPRICED (REORGED is only ever set by rewindCursor). Only a PENDING or UNPRICED deposit
+ * changes; returns whether this one did.
  */
 export async function settleDeposit(
   s: Pick<SqlSession, 'query'>,
   id: string,
   outcome: {
-    status: Exclude<DepositStatus, 'PENDING' | 'UNSUPPORTED'>;
+    status: 'CREDITED' | 'BELOW_MINIMUM' | 'UNPRICED';
     priceUsdCents?: string;
     creditPriceUsdCents?: string;
     creditsMillicredits?: bigint;

@@ -1,7 +1,7 @@
 // Deposit pricing in integer arithmetic: token amounts in base units (bigint), prices as
 // exact decimals of US cents. Credits = value ÷ credit price, rounded down to the
 // milli-credit. No floating point anywhere.
-import { type Decimal, divFloor, MILLICREDITS_PER_CREDIT, pow10 } from '../domain/money.js';
+import { type Decimal, divFloor, formatRatio, MILLICREDITS_PER_CREDIT, parseDecimal, pow10 } from '../domain/money.js';
 
 /**
  * An exact non-negative decimal, units / 10^scale: the domain's Decimal without its text,
@@ -9,23 +9,18 @@ import { type Decimal, divFloor, MILLICREDITS_PER_CREDIT, pow10 } from '../domai
  */
 export type ExactDecimal = Pick<Decimal, 'units' | 'scale'>;
 
-const EXACT_PATTERN = /^(\d{1,30})(?:\.(\d{1,30}))?$/;
+/** Digits a price may have on each side of the point. */
+const PRICE_DIGITS_MAX = 30;
 
 /** Parses "1.27" or "300000" exactly; undefined if the text is not such a decimal. */
 export function parseExact(text: string): ExactDecimal | undefined {
-  const match = EXACT_PATTERN.exec(text);
-  if (!match) return undefined;
-  const fraction = (match[2] ?? '').replace(/0+$/, '');
-  return { units: BigInt((match[1] ?? '0') + fraction), scale: fraction.length };
+  const parsed = parseDecimal(text, PRICE_DIGITS_MAX);
+  return parsed && { units: parsed.units, scale: parsed.scale };
 }
 
 /** The shortest exact text of a decimal: "1.27", "300000". */
 export function formatExact(d: ExactDecimal): string {
-  if (d.scale === 0) return d.units.toString();
-  const digits = d.units.toString().padStart(d.scale + 1, '0');
-  const whole = digits.slice(0, digits.length - d.scale);
-  const fraction = digits.slice(digits.length - d.scale).replace(/0+$/, '');
-  return fraction === '' ? whole : `${whole}.${fraction}`;
+  return formatRatio(d.units, pow10(d.scale), d.scale);
 }
 
 /** A Chainlink answer with `decimals` decimals in US dollars, as US cents. */

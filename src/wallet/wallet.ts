@@ -17,7 +17,7 @@ import type { WalletKeys } from './keys.js';
 import { createWalletMetrics, type WalletMetrics } from './metrics.js';
 import { formatExact } from './pricing.js';
 import { ChainRpcError } from './rpc.js';
-import { ChainWatcher, type PollReport } from './watcher.js';
+import { ChainWatcher, DeepReorgError, type PollReport } from './watcher.js';
 
 /** Longest wait for the chains' first check at start-up. */
 const PREPARE_TIMEOUT_MS = 5_000;
@@ -128,7 +128,7 @@ export class Wallet {
       if (report.skipped === 'refused') return;
       this.schedule(watcher, report.behind ? 0 : interval, 0);
     } catch (error) {
-      const kind = error instanceof ChainRpcError ? 'rpc' : 'internal';
+      const kind = error instanceof ChainRpcError ? 'rpc' : error instanceof DeepReorgError ? 'deep-reorg' : 'internal';
       this.metrics.rpcErrors.inc({ chain: watcher.name, kind });
       const backoff = Math.min(interval * 2 ** failures, BACKOFF_SECONDS_MAX * 1000);
       // A ChainRpcError's message is safe (no URL); anything else is logged by its message only.

@@ -52,6 +52,11 @@ const HASHES_KEPT_BELOW_FINALIZED = 128;
 
 export type WatcherState = 'starting' | 'watching' | 'refused';
 
+/** The node disagrees with blocks at or below the last settled finalized block. */
+export class DeepReorgError extends Error {
+  override readonly name = 'DeepReorgError';
+}
+
 export interface PollReport {
   /** Why nothing was scanned, when nothing was. */
   skipped?: 'distrusted' | 'refused' | 'raced' | 'not-ready';
@@ -282,8 +287,7 @@ export class ChainWatcher {
       }
       return number;
     }
-    this.deps.metrics.rpcErrors.inc({ chain: this.name, kind: 'deep-reorg' });
-    throw new Error(
+    throw new DeepReorgError(
       `${this.name}: no common ancestor at or above block ${cursor.finalizedNumber} (the last block settled as final); ` +
         'the node disagrees with blocks already scanned: not scanning until it agrees',
     );

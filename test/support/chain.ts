@@ -9,10 +9,25 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ethers } from 'ethers';
 import solc from 'solc';
+import { USDC_CONTRACTS } from '../../src/wallet/chains.js';
 
 export const BASE_CHAIN_ID = 8453;
 /** USDC's real address on Base, where tests place TestToken's code. */
-export const BASE_USDC = '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913';
+export const BASE_USDC = USDC_CONTRACTS.base;
+/** Chainlink's ETH/USD feed on Base, where the tests place MockAggregator. */
+export const BASE_ETH_USD_FEED = '0x71041dddad3595F9CEd3DcCFBe3D1F4b0a16Bb70';
+/** $3,000.00 with the feed's 8 decimals. */
+export const ETH_USD_3000 = 3000n * 10n ** 8n;
+
+/**
+ * Makes anvil look like Base to config/mu.json: TestToken at USDC's real address and
+ * MockAggregator at the real ETH/USD feed, priced at $3,000 as of now.
+ */
+export async function placeBaseFixtures(chain: Chain): Promise<void> {
+  await chain.placeTokenAt(BASE_USDC);
+  await chain.rpc('anvil_setCode', [BASE_ETH_USD_FEED, compileContracts().MockAggregator.deployedBytecode]);
+  await chain.setPrice(BASE_ETH_USD_FEED, ETH_USD_3000, BigInt(Math.floor(Date.now() / 1000)));
+}
 /** Anvil's well-known public development mnemonic; its accounts start with 10,000 ETH. Not a secret. */
 const DEV_MNEMONIC = 'test test test test test test test test test test test junk';
 
