@@ -13,8 +13,8 @@
 // test/support/postgres.ts). bench/run.ts may import runTopUpBench() instead.
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { loadConfig } from '../src/config.js';
-import { DailyTopUps, TOP_UP_BATCH_SIZE_DEFAULT, utcDay } from '../src/ledger/top-up.js';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { DailyTopUps, TOP_UP_BATCH_SIZE_DEFAULT, utcDay } from '../src/ledger/top-up/top-up.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { type Database, openDatabase, type SqlSession } from '../src/storage/database.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 

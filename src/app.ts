@@ -1,15 +1,12 @@
-// Composition: configuration → database → ledger → server. main.ts runs it as a process;
+// Composition: configuration → database → ledger (ledger/ledger.ts) → server. main.ts runs it as a process;
 // tests call build() with their own database and port 0.
 import http from 'node:http';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
-import { Accounts } from './ledger/accounts.js';
 import { scheduleDailyTopUp } from './jobs/daily-top-up.js';
 import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
-import { Holds } from './ledger/holds.js';
-import { Ledger } from './ledger/ledger.js';
-import { Promos } from './ledger/promo.js';
-import { DailyTopUps } from './ledger/top-up.js';
+import type { Holds } from './ledger/holds/holds.js';
+import { createLedger, type Ledger } from './ledger/ledger.js';
 import { authInterceptor, scopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
@@ -52,13 +49,10 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   const scopes = scopeTable(SCOPED_SERVICES);
   const ownsDb = !options.db;
   const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
-  const ledger = new Ledger(db, config.catalogue);
-  const holds = new Holds(db, config.catalogue);
-  const accounts = new Accounts(db, config.catalogue);
-  const promos = new Promos(db, config.catalogue);
-  const topUps = new DailyTopUps(db, config.catalogue);
+  const ledger = createLedger(db, config.catalogue);
+  const { holds, topUps } = ledger;
   const metrics = createMetrics();
-  const wallet = new Wallet(db, config.wallet, config.catalogue, log, metrics.registry);
+  const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);
   await wallet.checkKeys();
   await wallet.prepare();
   const server = await startServer({
@@ -67,7 +61,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
     interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes)],
-    routes: routes({ ledger, holds, accounts, promos, topUps, db, wallet, probe: () => db.ping() }),
+    routes: routes({ ledger, wallet, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)

@@ -11,7 +11,7 @@ import { Code } from '@connectrpc/connect';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan, WaivedReason } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { type Call, sameReply, send, showReply } from './bank/calls.js';
 import { checkBank, lastShortExpiry } from './bank/checker.js';
 import { type BankClient, bankClients } from './bank/clients.js';

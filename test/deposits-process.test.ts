@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseEther } from 'ethers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { openDatabase } from '../src/storage/database.js';
 import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
 import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from './support/chain.js';

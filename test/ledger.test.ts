@@ -4,7 +4,7 @@ import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { sqlState } from '../src/storage/database.js';
 import { failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 

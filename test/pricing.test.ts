@@ -17,7 +17,7 @@ import { Plan, WaivedReason } from '../gen/billing/v1/types_pb.js';
 import { ConfigError, loadConfig, parseCatalogue } from '../src/config.js';
 import type { Catalogue } from '../src/domain/catalogue.js';
 import { BillingError } from '../src/domain/errors.js';
-import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../src/domain/pricing.js';
+import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../src/ledger/charge/pricing.js';
 import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
 
 const MUSE_TEXT = readFileSync(new URL('../config/muse.json', import.meta.url), 'utf8');

@@ -6,7 +6,7 @@ import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;

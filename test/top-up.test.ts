@@ -10,8 +10,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { Plan, TransactionType } from '../gen/billing/v1/types_pb.js';
 import { checkSchedule, scheduleDailyTopUp } from '../src/jobs/daily-top-up.js';
-import { DailyTopUps, SYSTEM_DAILY_TOP_UP, utcDay } from '../src/ledger/top-up.js';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { SYSTEM_DAILY_TOP_UP } from '../src/ledger/kernel/names.js';
+import { DailyTopUps, utcDay } from '../src/ledger/top-up/top-up.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import type { Database } from '../src/storage/database.js';
 import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp, fund as grantFunds } from './support/app.js';
 

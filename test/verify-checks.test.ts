@@ -1,7 +1,7 @@
 // VerifyLedger's refund and capture checks: clean on real traffic, and each finds the row
 // that breaks it when the database is corrupted on purpose (bypassing the service).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyLedger } from '../src/ledger/verify.js';
+import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { key, startTestApp, type TestApp } from './support/app.js';
 
 let t: TestApp;

@@ -1,6 +1,6 @@
 // npm run ledger:verify — checks every ledger invariant and exits 1 if any is broken.
 import { loadConfig } from '../config.js';
-import { verifyLedger } from '../ledger/verify.js';
+import { verifyLedger } from '../ledger/verify/verify.js';
 import { openDatabase } from '../storage/database.js';
 
 const config = loadConfig();

@@ -3,7 +3,7 @@
 // leader election is needed and a replica that is down does not stop the top-up.
 import cron from 'node-cron';
 import type { Logger } from 'pino';
-import { type TopUpResult, utcDay } from '../ledger/top-up.js';
+import { type TopUpResult, utcDay } from '../ledger/top-up/top-up.js';
 
 export interface TopUpRunner {
   run(date: string): Promise<TopUpResult>;

@@ -3,7 +3,7 @@
 // Safe on every replica: accounts are locked with SKIP LOCKED, one batch at a time.
 import cron from 'node-cron';
 import type { Logger } from 'pino';
-import type { Holds } from '../ledger/holds.js';
+import type { Holds } from '../ledger/holds/holds.js';
 
 export interface Job {
   stop(): void;

@@ -1,10 +1,10 @@
 // billing.v1.BillingService handlers: translate requests to ledger calls and results back.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
-import type { HoldResult, Holds } from '../ledger/holds.js';
+import type { ChargeResult } from '../ledger/charge/charge.js';
+import type { HoldResult } from '../ledger/holds/holds.js';
+import type { TransactionResult } from '../ledger/kernel/views.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { Promos } from '../ledger/promo.js';
-import type { ChargeResult, TransactionResult } from '../ledger/views.js';
 import {
   balanceToProto,
   priceToProto,
@@ -33,16 +33,10 @@ function chargeResult(r: ChargeResult) {
   };
 }
 
-export interface BillingDeps {
-  readonly ledger: Ledger;
-  readonly holds: Holds;
-  readonly promos: Promos;
-}
-
-export function billingService({ ledger, holds, promos }: BillingDeps): ServiceImpl<typeof BillingService> {
+export function billingService({ charges, holds, promos, credits, history }: Ledger): ServiceImpl<typeof BillingService> {
   return {
     async quote(req) {
-      const q = await ledger.quote({ userId: req.userId, product: req.product, usage: usageFromProto(req.usage) });
+      const q = await charges.quote({ userId: req.userId, product: req.product, usage: usageFromProto(req.usage) });
       return { costMillicredits: q.costMillicredits, price: priceToProto(q.price), waivedReason: waivedToProto(q.waivedReason) };
     },
     async reserve(req) {
@@ -64,10 +58,10 @@ export function billingService({ ledger, holds, promos }: BillingDeps): ServiceI
       return transactionResult(result);
     },
     async getBalance(req) {
-      return { balance: balanceToProto(await ledger.getBalance(req.userId)) };
+      return { balance: balanceToProto(await history.balance(req.userId)) };
     },
     async listTransactions(req) {
-      const page = await ledger.listTransactions({
+      const page = await history.transactions({
         userId: req.userId,
         pageSize: req.pageSize,
         pageToken: req.pageToken,
@@ -76,7 +70,7 @@ export function billingService({ ledger, holds, promos }: BillingDeps): ServiceI
       return { transactions: page.transactions.map(transactionToProto), nextPageToken: page.nextPageToken };
     },
     async charge(req) {
-      const result = await ledger.charge({
+      const result = await charges.charge({
         userId: req.userId,
         idempotencyKey: req.idempotencyKey,
         product: req.product,
@@ -94,7 +88,7 @@ export function billingService({ ledger, holds, promos }: BillingDeps): ServiceI
         : req.grant.case === 'amountMillicredits'
           ? { kind: 'amount' as const, amountMillicredits: req.grant.value }
           : undefined;
-      const result = await ledger.grant({
+      const result = await credits.grant({
         userId: req.userId,
         idempotencyKey: req.idempotencyKey,
         grant,
@@ -105,7 +99,7 @@ export function billingService({ ledger, holds, promos }: BillingDeps): ServiceI
       return transactionResult(result);
     },
     async refund(req) {
-      const result = await ledger.refund({
+      const result = await credits.refund({
         userId: req.userId,
         idempotencyKey: req.idempotencyKey,
         transactionId: req.transactionId,

@@ -16,12 +16,12 @@ import {
 } from '../../gen/billing/v1/types_pb.js';
 import type { Plan } from '../domain/catalogue.js';
 import { invalidField } from '../domain/errors.js';
-import type { PriceBreakdown, Usage, WaivedReason } from '../domain/pricing.js';
-import type { TransactionType } from '../storage/ledger-sql.js';
-import type { ReservationView } from '../ledger/holds.js';
-import type { BalanceView, TransactionView } from '../ledger/views.js';
-import type { PromoCodeView } from '../ledger/promo.js';
-import type { LedgerReport } from '../ledger/verify.js';
+import type { PriceBreakdown, Usage, WaivedReason } from '../ledger/charge/pricing.js';
+import type { ReservationView } from '../ledger/holds/holds.js';
+import type { TransactionType } from '../ledger/kernel/names.js';
+import type { BalanceView, TransactionView } from '../ledger/kernel/views.js';
+import type { PromoCodeView } from '../ledger/promo/promo.js';
+import type { LedgerReport } from '../ledger/verify/verify.js';
 
 const PLAN_TO_PROTO: Readonly<Record<Plan, ProtoPlan>> = {
   FREE: ProtoPlan.FREE,

@@ -7,12 +7,7 @@ import { file_billing_v1_wallet_service, WalletService } from '../../gen/billing
 import { file_grpc_reflection_v1_reflection } from '../../gen/grpc/reflection/v1/reflection_pb.js';
 import { file_grpc_reflection_v1alpha_reflection } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { file_health_v1_health } from '../../gen/health/v1/health_pb.js';
-import type { Accounts } from '../ledger/accounts.js';
-import type { Holds } from '../ledger/holds.js';
 import type { Ledger } from '../ledger/ledger.js';
-import type { Promos } from '../ledger/promo.js';
-import type { DailyTopUps } from '../ledger/top-up.js';
-import type { Database } from '../storage/database.js';
 import type { Wallet } from '../wallet/wallet.js';
 import { adminService } from './admin-service.js';
 import { billingService } from './billing-service.js';
@@ -22,11 +17,6 @@ import { walletService } from './wallet-service.js';
 
 export interface RouteDeps {
   readonly ledger: Ledger;
-  readonly holds: Holds;
-  readonly accounts: Accounts;
-  readonly promos: Promos;
-  readonly topUps: DailyTopUps;
-  readonly db: Database;
   readonly wallet: Wallet;
   /** True while the database answers. */
   readonly probe: () => Promise<boolean>;
@@ -37,8 +27,8 @@ export const SCOPED_SERVICES = [BillingService, AdminService, WalletService] as 
 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
-    router.service(BillingService, billingService(deps));
-    router.service(AdminService, adminService(deps));
+    router.service(BillingService, billingService(deps.ledger));
+    router.service(AdminService, adminService(deps.ledger));
     router.service(WalletService, walletService(deps.wallet));
     registerHealth(router, deps.probe, [BillingService.typeName, AdminService.typeName, WalletService.typeName]);
     registerReflection(router, [

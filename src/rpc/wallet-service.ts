@@ -7,11 +7,10 @@ import {
   DepositStatus as ProtoStatus,
   type WalletService,
 } from '../../gen/billing/v1/wallet_service_pb.js';
-import type { DepositRow, DepositStatus } from '../storage/wallet-sql.js';
 import { getAddress } from 'ethers';
-import type { Wallet } from '../wallet/wallet.js';
+import type { DepositView, Wallet } from '../wallet/wallet.js';
 
-const STATUS_TO_PROTO: Readonly<Record<DepositStatus, ProtoStatus>> = {
+const STATUS_TO_PROTO: Readonly<Record<DepositView['status'], ProtoStatus>> = {
   PENDING: ProtoStatus.PENDING,
   CREDITED: ProtoStatus.CREDITED,
   BELOW_MINIMUM: ProtoStatus.BELOW_MINIMUM,
@@ -24,7 +23,7 @@ function checksummed(address: string): string {
   return address === '' ? '' : getAddress(address);
 }
 
-export function depositToProto(d: DepositRow) {
+export function depositToProto(d: DepositView) {
   return create(DepositSchema, {
     id: d.id,
     userId: d.userId,

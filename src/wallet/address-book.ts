@@ -1,7 +1,7 @@
 // The user addresses every chain watcher looks for: lower-case address → user id, loaded
 // once and then only the addresses allocated since (indexes only grow).
 import type { Database } from '../storage/database.js';
-import { addressesAfter } from '../storage/wallet-sql.js';
+import { addressesAfter } from './sql.js';
 import { bloomBits } from './rpc.js';
 
 /** An address as a Transfer topic: 32 bytes, left-padded. */

@@ -2,7 +2,7 @@
 // by status (read from the database at scrape time), RPC errors, distrusted polls, reorgs.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Database } from '../storage/database.js';
-import { depositCounts } from '../storage/wallet-sql.js';
+import { depositCounts } from './sql.js';
 import { CHAINS } from './chains.js';
 
 export interface WalletMetrics {

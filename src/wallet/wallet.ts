@@ -5,12 +5,13 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { DepositTerms, WalletConfig } from '../config.js';
-import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError } from '../domain/errors.js';
 import { checkPageSize, checkUserId, isId } from '../domain/validation.js';
-import { cutPage, pageCodec } from '../ledger/paging.js';
+import { cutPage, pageCodec } from '../domain/paging.js';
+import { creditDeposit } from '../ledger/deposits/credit.js';
+import type { Kernel } from '../ledger/kernel/unit-of-work.js';
 import type { Database } from '../storage/database.js';
-import { addressSamples, allocateAddress, type DepositRow, findAddress, listDeposits } from '../storage/wallet-sql.js';
+import { addressSamples, allocateAddress, type DepositRow, findAddress, listDeposits } from './sql.js';
 import { AddressBook } from './address-book.js';
 import { paymentUri, type TokenSpec } from './chains.js';
 import type { WalletKeys } from './keys.js';
@@ -24,6 +25,14 @@ const PREPARE_TIMEOUT_MS = 5_000;
 
 /** Longest wait between polls after repeated RPC errors. */
 const BACKOFF_SECONDS_MAX = 300;
+
+/** A deposit as callers see it (the row keeps more: the token's decimals). */
+export type DepositView = Omit<DepositRow, 'decimals'>;
+
+function depositView(row: DepositRow): DepositView {
+  const { decimals: _decimals, ...view } = row;
+  return view;
+}
 
 export interface DepositAddressView {
   address: string;
@@ -43,13 +52,16 @@ export class Wallet {
   private readonly inflight = new Set<Promise<void>>();
   private stopped = false;
 
+  private readonly db: Database;
+
   constructor(
-    private readonly db: Database,
+    kernel: Kernel,
     private readonly config: WalletConfig,
-    catalogue: Catalogue,
     private readonly log: Logger,
     registry: Registry,
   ) {
+    const db = kernel.db;
+    this.db = db;
     this.metrics = createWalletMetrics(registry, db);
     const terms = config.terms;
     const addresses = new AddressBook(db);
@@ -58,7 +70,7 @@ export class Wallet {
           (chain) =>
             new ChainWatcher(chain, {
               db,
-              catalogue,
+              credit: (credit) => creditDeposit(kernel, credit),
               terms,
               addresses,
               blocksPerPoll: config.blocksPerPoll,
@@ -185,14 +197,14 @@ export class Wallet {
     };
   }
 
-  async listDeposits(input: { userId: string; pageSize: number; pageToken: string }): Promise<{ deposits: DepositRow[]; nextPageToken: string }> {
+  async listDeposits(input: { userId: string; pageSize: number; pageToken: string }): Promise<{ deposits: DepositView[]; nextPageToken: string }> {
     this.require();
     checkUserId(input.userId);
     const pageSize = checkPageSize(input.pageSize);
     const beforeId = DEPOSIT_PAGES.decode(input.pageToken);
     const rows = await listDeposits(this.db, input.userId, { ...(beforeId ? { beforeId } : {}), limit: pageSize + 1 });
     const { page, nextPageToken } = cutPage(rows, pageSize, DEPOSIT_PAGES, (row) => row.id);
-    return { deposits: page, nextPageToken };
+    return { deposits: page.map(depositView), nextPageToken };
   }
 
   /** Stops the poll loops and waits for a poll under way to finish. */

@@ -11,9 +11,9 @@
 // passes a block that was not scanned, so nothing is skipped.
 import type { Logger } from 'pino';
 import type { DepositTerms, WatchedChain } from '../config.js';
-import type { Catalogue } from '../domain/catalogue.js';
 import { BillingError } from '../domain/errors.js';
-import { creditDeposit } from '../ledger/deposits.js';
+import type { DepositCredit } from '../ledger/deposits/credit.js';
+import type { TransactionResult } from '../ledger/kernel/views.js';
 import type { Database } from '../storage/database.js';
 import {
   advanceCursor,
@@ -30,7 +30,7 @@ import {
   scannedHash,
   settleDeposit,
   upsertDeposits,
-} from '../storage/wallet-sql.js';
+} from './sql.js';
 import { formatExact, valueDeposit } from './pricing.js';
 import { type PriceAnswer, priceOf } from './prices.js';
 import { type AddressBook, addressTopic } from './address-book.js';
@@ -70,7 +70,8 @@ export interface PollReport {
 
 export interface WatcherDeps {
   readonly db: Database;
-  readonly catalogue: Catalogue;
+  /** Credits a final, priced deposit (ledger/deposits/); undefined when another process did. */
+  readonly credit: (credit: DepositCredit) => Promise<TransactionResult | undefined>;
   readonly terms: DepositTerms;
   readonly addresses: AddressBook;
   readonly blocksPerPoll: number;
@@ -432,7 +433,7 @@ export class ChainWatcher {
       await settleDeposit(this.deps.db, deposit.id, { status: 'BELOW_MINIMUM', priceUsdCents, creditPriceUsdCents });
       return false;
     }
-    const result = await creditDeposit(this.deps.db, this.deps.catalogue, {
+    const result = await this.deps.credit({
       deposit,
       chain: this.name,
       millicredits: value.millicredits,

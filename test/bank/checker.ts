@@ -7,7 +7,7 @@ import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import type { BillingService, ChargeResponse } from '../../gen/billing/v1/billing_service_pb.js';
 import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { ReservationStatus, TransactionType, WaivedReason } from '../../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../../src/ledger/verify.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
 import { type Reply, sameReply, showReply, transactionOf } from './calls.js';
 import { CODE_OF, describeOutcome } from './outcome.js';
 import type { Rng } from './rng.js';

@@ -6,7 +6,7 @@
 // real reply through an Assigner and then held to the model's rules (fresh, increasing).
 import { readFileSync } from 'node:fs';
 import type { Catalogue } from '../../src/domain/catalogue.js';
-import { priceTokens } from '../../src/domain/pricing.js';
+import { priceTokens } from '../../src/ledger/charge/pricing.js';
 
 export type Plan = 'FREE' | 'PRO' | 'ADMIN';
 export type TxType = 'CHARGE' | 'REFUND' | 'GRANT' | 'PROMO' | 'DAILY_TOP_UP' | 'DEPOSIT';

@@ -1,7 +1,8 @@
 // The daily free top-up's SQL: one set-based statement per batch of accounts. Each batch
 // is its own database transaction, so row locks are held for one statement only and a
 // run over a million accounts never holds them all.
-import type { SqlSession } from './database.js';
+import type { SqlSession } from '../../storage/database.js';
+import { USER_ACCOUNT_PREFIX } from '../kernel/names.js';
 
 export interface TopUpBatchInput {
   /** The UTC day, "YYYY-MM-DD". */
@@ -74,7 +75,7 @@ const TOP_UP_BATCH_SQL = `
   ), post as (
     insert into postings (transaction_id, account, amount_millicredits)
     select c.transaction_id, p.account, p.amount from credited c
-     cross join lateral (values ($5, -c.amount), ('user:' || c.user_id, c.amount)) as p (account, amount)
+     cross join lateral (values ($5, -c.amount), ('${USER_ACCOUNT_PREFIX}' || c.user_id, c.amount)) as p (account, amount)
   )
   select (select count(*) from credited)::text as accounts,
          (select coalesce(sum(amount), 0) from credited)::text as total,

@@ -1,8 +1,8 @@
 // Pricing: pure functions from a usage and a user's plan to a cost in milli-credits.
 // Everything is integer arithmetic; a 2.2x multiplier is 22/10, never the float 2.2.
-import type { Catalogue, Plan } from './catalogue.js';
-import { BillingError, invalidField } from './errors.js';
-import { divCeil, formatRatio, maxBigint, minBigint, pow10 } from './money.js';
+import type { Catalogue, Plan } from '../../domain/catalogue.js';
+import { BillingError, invalidField } from '../../domain/errors.js';
+import { divCeil, formatRatio, maxBigint, minBigint, pow10 } from '../../domain/money.js';
 
 /** The minimum cost of a charged run: 0.5 credits, in tenths of a credit. */
 const RUN_MINIMUM_TENTHS = 5n;
@@ -79,14 +79,33 @@ function emptyBreakdown(): PriceBreakdown {
   };
 }
 
+function checkFinishReason(usage: { readonly finishReason: string }): WaivedReason | undefined {
+  const waivedByFinish = WAIVED_FINISH.get(usage.finishReason);
+  if (!waivedByFinish && !CHARGED_FINISH.has(usage.finishReason)) {
+    throw invalidField('token_usage.finish_reason', 'must be one of stop, length, tool_calls, error');
+  }
+  return waivedByFinish;
+}
+
+function modelOf(catalogue: Catalogue, model: string) {
+  const entry = catalogue.models.get(model);
+  if (!entry) throw invalidField('token_usage.model', `unknown model "${model}"`, 'UNKNOWN_MODEL');
+  return entry;
+}
+
+function operationOf(catalogue: Catalogue, name: string, field = 'operation.name') {
+  const entry = catalogue.operations.get(name);
+  if (!entry) throw invalidField(field, `unknown operation "${name}"`, 'UNKNOWN_OPERATION');
+  return entry;
+}
+
 /**
  * The token formula of SPEC §3, exactly:
  * credits = ceil(10 × max(0.5, effective / tokensPerUnit × multiplier)) / 10.
  * Since 0.5 credits is a whole number of tenths, max and ceil commute.
  */
 export function priceTokens(catalogue: Catalogue, model: string, tokensIn: bigint, tokensOut: bigint): PriceBreakdown {
-  const entry = catalogue.models.get(model);
-  if (!entry) throw invalidField('token_usage.model', `unknown model "${model}"`, 'UNKNOWN_MODEL');
+  const entry = modelOf(catalogue, model);
   const effective = tokensIn + catalogue.outputWeight * tokensOut;
   const denominator = catalogue.tokensPerUnit * pow10(entry.multiplier.scale);
   const numerator = effective * entry.multiplier.units;
@@ -107,14 +126,31 @@ export function priceTokens(catalogue: Catalogue, model: string, tokensIn: bigin
 }
 
 export function priceOperation(catalogue: Catalogue, name: string, quantity: bigint, field = 'operation.name'): PriceBreakdown {
-  const entry = catalogue.operations.get(name);
-  if (!entry) throw invalidField(field, `unknown operation "${name}"`, 'UNKNOWN_OPERATION');
+  const entry = operationOf(catalogue, name, field);
   return {
     ...emptyBreakdown(),
     costMillicredits: entry.priceMillicredits * quantity,
     unitPriceMillicredits: entry.priceMillicredits,
     quantity,
   };
+}
+
+/**
+ * Refuses, without pricing, a usage that no account could be charged for: an unknown
+ * model, operation or finish reason, with the error priceUsage would give. A charge calls
+ * it before taking any lock.
+ */
+export function checkPriceable(catalogue: Catalogue, usage: Usage): void {
+  switch (usage.kind) {
+    case 'amount':
+      return;
+    case 'tokens':
+      checkFinishReason(usage);
+      modelOf(catalogue, usage.model);
+      return;
+    case 'operation':
+      operationOf(catalogue, usage.name);
+  }
 }
 
 /**
@@ -129,10 +165,7 @@ export function priceUsage(catalogue: Catalogue, usage: Usage, subject: PricingS
       return finish(price, subject, '', undefined, 0n);
     }
     case 'tokens': {
-      const waivedByFinish = WAIVED_FINISH.get(usage.finishReason);
-      if (!waivedByFinish && !CHARGED_FINISH.has(usage.finishReason)) {
-        throw invalidField('token_usage.finish_reason', 'must be one of stop, length, tool_calls, error');
-      }
+      const waivedByFinish = checkFinishReason(usage);
       const price = priceTokens(catalogue, usage.model, usage.tokensIn, usage.tokensOut);
       const model = catalogue.models.get(usage.model);
       if (model?.proOnly && subject.plan === 'FREE') {

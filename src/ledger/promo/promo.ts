@@ -1,10 +1,15 @@
 // Promo codes: create, read, list, disable, and redeem once per user within the code's
-// cap and expiry. A redemption is one ledger transaction (mutation.ts) that also counts
+// cap and expiry. A redemption is one ledger transaction (kernel/unit-of-work.ts) that also counts
 // the redemption on the code's row and records it in promo_redemptions.
-import type { Catalogue } from '../domain/catalogue.js';
-import { BillingError, invalidField } from '../domain/errors.js';
-import { checkAmount, checkIdempotencyKey, checkPageSize, checkUserId } from '../domain/validation.js';
-import { type Database, sqlState, type SqlSession } from '../storage/database.js';
+import { BillingError, invalidField } from '../../domain/errors.js';
+import { cutPage, pageCodec } from '../../domain/paging.js';
+import { checkAmount, checkIdempotencyKey, checkPageSize, checkUserId } from '../../domain/validation.js';
+import { sqlState, type SqlSession } from '../../storage/database.js';
+import { creditDecision, TRANSACTION_RESULT } from '../kernel/credit.js';
+import { requestHash } from '../kernel/idempotency-sql.js';
+import { SYSTEM_PROMO } from '../kernel/names.js';
+import type { Kernel } from '../kernel/unit-of-work.js';
+import type { TransactionResult } from '../kernel/views.js';
 import {
   claimRedemption,
   disablePromoCode,
@@ -14,20 +19,37 @@ import {
   insertRedemption,
   listPromoCodes,
   type PromoCodeRow,
-} from '../storage/promo-sql.js';
-import { creditDecision } from './credit.js';
-import { mutate, requestHash } from './mutation.js';
-import { cutPage, pageCodec } from './paging.js';
-import type { TransactionResult } from './views.js';
-
-export type { PromoCodeRow as PromoCodeView } from '../storage/promo-sql.js';
-
-export const SYSTEM_PROMO = 'system:promo';
+} from './sql.js';
 export const PROMO_MAX_REDEMPTIONS_MAX = 1_000_000_000n;
 /** The latest instant a google.protobuf.Timestamp can hold: 9999-12-31T23:59:59.999Z. */
 const TIMESTAMP_MS_MAX = 253_402_300_799_999;
 const CODE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const PROMO_PAGES = pageCodec('c1.', (key) => CODE_PATTERN.test(key) && key === key.toUpperCase());
+
+/** A promo code as callers see it. */
+export interface PromoCodeView {
+  code: string;
+  amountMillicredits: bigint;
+  /** 0 means unlimited. */
+  maxRedemptions: bigint;
+  redemptions: bigint;
+  expiresAtMs?: number;
+  disabled: boolean;
+  createdAtMs: number;
+}
+
+function promoCodeView(row: PromoCodeRow): PromoCodeView {
+  const view: PromoCodeView = {
+    code: row.code,
+    amountMillicredits: row.amountMillicredits,
+    maxRedemptions: row.maxRedemptions,
+    redemptions: row.redemptions,
+    disabled: row.disabled,
+    createdAtMs: row.createdAtMs,
+  };
+  if (row.expiresAtMs !== undefined) view.expiresAtMs = row.expiresAtMs;
+  return view;
+}
 
 export interface RedeemInput {
   userId: string;
@@ -92,48 +114,45 @@ function alreadyRedeemed(code: string): BillingError {
 }
 
 export class Promos {
-  constructor(
-    private readonly db: Database,
-    private readonly catalogue: Catalogue,
-  ) {}
+  constructor(private readonly kernel: Kernel) {}
 
   /**
    * Creates a code. Creating an identical code again returns it (a retried call
    * succeeds); a different code under the same name is PROMO_CODE_EXISTS.
    */
-  async create(input: CreatePromoInput, nowMs: number = Date.now()): Promise<PromoCodeRow> {
+  async create(input: CreatePromoInput, nowMs: number = Date.now()): Promise<PromoCodeView> {
     const wanted = checkNewPromo(input, nowMs);
-    const created = await insertPromoCode(this.db, wanted);
-    if (created) return created;
-    const existing = await findPromoCode(this.db, wanted.code);
-    if (existing && sameTerms(existing, wanted)) return existing;
+    const created = await insertPromoCode(this.kernel.db, wanted);
+    if (created) return promoCodeView(created);
+    const existing = await findPromoCode(this.kernel.db, wanted.code);
+    if (existing && sameTerms(existing, wanted)) return promoCodeView(existing);
     throw new BillingError('PROMO_CODE_EXISTS', `promo code ${wanted.code} already exists with other terms`, {
       field: 'code',
       subject: wanted.code,
     });
   }
 
-  async get(code: string): Promise<PromoCodeRow> {
+  async get(code: string): Promise<PromoCodeView> {
     const normalised = checkPromoCode(code);
-    const found = await findPromoCode(this.db, normalised);
+    const found = await findPromoCode(this.kernel.db, normalised);
     if (!found) throw notFound(normalised);
-    return found;
+    return promoCodeView(found);
   }
 
-  async list(input: ListPromoInput): Promise<{ promoCodes: PromoCodeRow[]; nextPageToken: string }> {
+  async list(input: ListPromoInput): Promise<{ promoCodes: PromoCodeView[]; nextPageToken: string }> {
     const pageSize = checkPageSize(input.pageSize);
     const afterCode = PROMO_PAGES.decode(input.pageToken);
-    const rows = await listPromoCodes(this.db, { ...(afterCode ? { afterCode } : {}), limit: pageSize + 1 });
+    const rows = await listPromoCodes(this.kernel.db, { ...(afterCode ? { afterCode } : {}), limit: pageSize + 1 });
     const { page, nextPageToken } = cutPage(rows, pageSize, PROMO_PAGES, (row) => row.code);
-    return { promoCodes: page, nextPageToken };
+    return { promoCodes: page.map(promoCodeView), nextPageToken };
   }
 
   /** Disables a code; disabling it again changes nothing. Past redemptions stand. */
-  async disable(code: string): Promise<PromoCodeRow> {
+  async disable(code: string): Promise<PromoCodeView> {
     const normalised = checkPromoCode(code);
-    const disabled = await disablePromoCode(this.db, normalised);
+    const disabled = await disablePromoCode(this.kernel.db, normalised);
     if (!disabled) throw notFound(normalised);
-    return disabled;
+    return promoCodeView(disabled);
   }
 
   /**
@@ -148,12 +167,12 @@ export class Promos {
     const code = checkPromoCode(input.code);
     const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]) };
     try {
-      return await mutate<TransactionResult>(this.db, key, async (s, account) => {
+      return await this.kernel.post(TRANSACTION_RESULT, key, async (s, account) => {
         if (await hasRedeemed(s, code, userId)) throw alreadyRedeemed(code);
         const amount = await claimRedemption(s, code);
         if (amount === undefined) throw await refusal(s, code);
         return {
-          ...creditDecision(this.catalogue, account, 'PROMO', SYSTEM_PROMO, amount, {
+          ...creditDecision(this.kernel.catalogue, account, 'PROMO', SYSTEM_PROMO, amount, {
             userId,
             product: '',
             operation: code,

@@ -1,7 +1,7 @@
 // The wallet's SQL: deposit addresses, chain cursors with the hashes of recent blocks, and
 // detected deposits. Each function is one statement (or one short transaction of its own,
 // where the name says so). Addresses are stored lower-case; callers checksum for display.
-import type { Database, Row, SqlSession } from './database.js';
+import type { Database, Row, SqlSession } from '../storage/database.js';
 
 export type DepositStatus = 'PENDING' | 'CREDITED' | 'BELOW_MINIMUM' | 'UNPRICED' | 'REORGED' | 'UNSUPPORTED';
 

@@ -1,7 +1,7 @@
 // Opaque cursor tokens and page cutting, shared by every List RPC. A token is the
 // base64url of a kind prefix and the last key of the previous page; a token of another
 // kind, or garbage, is INVALID_ARGUMENT on page_token.
-import { invalidField } from '../domain/errors.js';
+import { invalidField } from './errors.js';
 
 /** Longest page token accepted, in characters. */
 const PAGE_TOKEN_LENGTH_MAX = 256;

@@ -1,8 +1,8 @@
 // Promo codes' SQL. Codes arrive here already validated and upper-cased. Redemption
 // statements run inside the redeeming user's ledger transaction (after the account row
 // lock); the conditional UPDATE of the code's row is what keeps the total cap exact.
-import { AS_OF } from './clock.js';
-import type { Row, SqlSession } from './database.js';
+import { AS_OF } from '../kernel/clock.js';
+import type { Row, SqlSession } from '../../storage/database.js';
 
 export interface PromoCodeRow {
   code: string;

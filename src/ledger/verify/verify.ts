@@ -1,6 +1,7 @@
 // VerifyLedger: re-derives every invariant of SPEC §1 from the postings and reports the
 // accounts and transactions that break one. Read-only; set-based SQL, one pass per check.
-import type { Database } from '../storage/database.js';
+import type { Database } from '../../storage/database.js';
+import { USER_ACCOUNT_PREFIX, userAccount } from '../kernel/names.js';
 
 export interface LedgerViolation {
   account: string;
@@ -31,10 +32,10 @@ const CHECKS: readonly Check[] = [
     sql: `select a.user_id, a.balance_millicredits::text as stored, coalesce(p.total, 0)::text as derived
             from user_accounts a
             left join (select account, sum(amount_millicredits) as total from postings
-                        where account like 'user:%' group by account) p on p.account = 'user:' || a.user_id
+                        where account like '${USER_ACCOUNT_PREFIX}%' group by account) p on p.account = '${USER_ACCOUNT_PREFIX}' || a.user_id
            where a.balance_millicredits <> coalesce(p.total, 0)`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: '',
       description: `stored balance ${String(r.stored)} but postings sum to ${String(r.derived)}`,
     }),
@@ -42,8 +43,8 @@ const CHECKS: readonly Check[] = [
   {
     invariant: 'postings_without_account',
     sql: `select p.account, sum(p.amount_millicredits)::text as total from postings p
-           where p.account like 'user:%'
-             and not exists (select 1 from user_accounts a where 'user:' || a.user_id = p.account)
+           where p.account like '${USER_ACCOUNT_PREFIX}%'
+             and not exists (select 1 from user_accounts a where '${USER_ACCOUNT_PREFIX}' || a.user_id = p.account)
            group by p.account`,
     describe: (r) => ({ account: String(r.account), transactionId: '', description: `postings of ${String(r.total)} to no account` }),
   },
@@ -57,10 +58,10 @@ const CHECKS: readonly Check[] = [
     invariant: 'transaction_matches_user_posting',
     sql: `select t.id::text as id, t.user_id, t.amount_millicredits::text as amount, coalesce(p.amount_millicredits, 0)::text as posted
             from transactions t
-            left join postings p on p.transaction_id = t.id and p.account = 'user:' || t.user_id
+            left join postings p on p.transaction_id = t.id and p.account = '${USER_ACCOUNT_PREFIX}' || t.user_id
            where t.amount_millicredits <> coalesce(p.amount_millicredits, 0)`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: String(r.id),
       description: `transaction amount ${String(r.amount)} but the user's posting is ${String(r.posted)}`,
     }),
@@ -71,7 +72,7 @@ const CHECKS: readonly Check[] = [
             from user_accounts
            where balance_millicredits < 0 or reserved_millicredits < 0 or reserved_millicredits > balance_millicredits`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: '',
       description: `balance ${String(r.balance)}, reserved ${String(r.reserved)}`,
     }),
@@ -84,7 +85,7 @@ const CHECKS: readonly Check[] = [
                         where status = 'ACTIVE' group by user_id) h on h.user_id = a.user_id
            where a.reserved_millicredits <> coalesce(h.total, 0)`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: '',
       description: `stored reserved ${String(r.stored)} but active holds sum to ${String(r.derived)}`,
     }),
@@ -100,7 +101,7 @@ const CHECKS: readonly Check[] = [
               from transactions) h
            where balance_after <> expected`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: String(r.id),
       description: `balance_after ${String(r.stored)} but the previous balance plus the amount is ${String(r.expected)}`,
     }),
@@ -116,7 +117,7 @@ const CHECKS: readonly Check[] = [
            group by c.id, c.user_id, c.amount_millicredits, c.type
           having sum(r.amount_millicredits) > -c.amount_millicredits or not bool_and(c.type = 'CHARGE' and c.user_id = r.user_id)`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: String(r.id),
       description: r.linked
         ? `refunds of ${String(r.refunded)} exceed the ${String(r.charged)} charged`
@@ -131,7 +132,7 @@ const CHECKS: readonly Check[] = [
            where t.reservation_id is not null
              and (r.id is null or r.status <> 'CAPTURED' or r.user_id <> t.user_id)`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: String(r.id),
       description: `captures hold ${String(r.hold)}, which is ${String(r.status ?? 'missing')} for ${String(r.hold_user ?? 'nobody')}`,
     }),
@@ -145,7 +146,7 @@ const CHECKS: readonly Check[] = [
             full join (select * from transactions where type = 'DEPOSIT') t on t.id = d.transaction_id
            where d.id is null or t.id is null or t.user_id <> d.user_id or t.amount_millicredits <> d.credits_millicredits`,
     describe: (r) => ({
-      account: `user:${String(r.user_id)}`,
+      account: userAccount(String(r.user_id)),
       transactionId: String(r.id),
       description: r.deposit === null
         ? 'a DEPOSIT transaction that no credited deposit names'

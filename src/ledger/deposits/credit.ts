@@ -3,16 +3,12 @@
 // deposit CREDITED. The deposit row is locked and re-read under the account lock, so two
 // replicas settling the same deposit credit it once; the UNIQUE transaction_id and the
 // idempotency record of the deposit are the second and third guards.
-import type { Catalogue } from '../domain/catalogue.js';
-import type { Database } from '../storage/database.js';
-import { lockDeposit, settleDeposit, type DepositRow } from '../storage/wallet-sql.js';
-import { creditDecision } from './credit.js';
-import { mutate, requestHash } from './mutation.js';
-import type { TransactionResult } from './views.js';
-
-export function depositsAccount(chain: string): string {
-  return `system:deposits:${chain}`;
-}
+import { lockDeposit, settleDeposit, type DepositRow } from '../../wallet/sql.js';
+import { creditDecision, TRANSACTION_RESULT } from '../kernel/credit.js';
+import { requestHash } from '../kernel/idempotency-sql.js';
+import { depositsAccount } from '../kernel/names.js';
+import type { Kernel } from '../kernel/unit-of-work.js';
+import type { TransactionResult } from '../kernel/views.js';
 
 /**
  * The idempotency key of a deposit's credit. It starts with a control character, which
@@ -38,22 +34,22 @@ export interface DepositCredit {
  * it first (its record is replayed, nothing is written) or it moved to another block since
  * it was read.
  */
-export async function creditDeposit(db: Database, catalogue: Catalogue, credit: DepositCredit): Promise<TransactionResult | undefined> {
+export async function creditDeposit(kernel: Kernel, credit: DepositCredit): Promise<TransactionResult | undefined> {
   const { deposit } = credit;
   const idempotencyKey = depositIdempotencyKey(deposit.id);
   // Set only by a write of this call: a result replayed from the deposit's idempotency
   // record (another process credited it first) is not this call's credit.
   let wrote = false;
   try {
-    const result = await mutate<TransactionResult>(
-      db,
+    const result = await kernel.post(
+      TRANSACTION_RESULT,
       { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]) },
       async (s, account) => {
         const now = await lockDeposit(s, deposit.id);
         if (!now || (now.status !== 'PENDING' && now.status !== 'UNPRICED') || now.blockHash !== deposit.blockHash) {
           throw new AlreadySettled();
         }
-        const decision = creditDecision(catalogue, account, 'DEPOSIT', depositsAccount(credit.chain), credit.millicredits, {
+        const decision = creditDecision(kernel.catalogue, account, 'DEPOSIT', depositsAccount(credit.chain), credit.millicredits, {
           userId: deposit.userId,
           product: '',
           operation: deposit.tokenSymbol,

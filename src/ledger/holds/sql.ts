@@ -1,8 +1,12 @@
-// Holds (reservations) and the daily free-operation counter. Every function runs inside
-// the caller's transaction, after the account row is locked, except the sweeper, which
-// locks the accounts it touches itself, in user_id order.
-import { AS_OF } from './clock.js';
-import type { Row, SqlSession } from './database.js';
+// Holds (reservations) as stored. Every function runs inside the caller's transaction,
+// after the account row is locked, except the sweeper, which locks the accounts it touches
+// itself, in user_id order. END_HOLDS is the only statement that lowers an account's
+// reserved amount: release, capture, expiry at lock time and the sweeper all end holds
+// through it.
+import type { Row, SqlSession } from '../../storage/database.js';
+import { toBigint } from '../../storage/rows.js';
+import type { AccountFacet, AccountRow } from '../kernel/account-sql.js';
+import { AS_OF } from '../kernel/clock.js';
 
 export type ReservationStatus = 'ACTIVE' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
 
@@ -24,13 +28,48 @@ function mapReservation(row: Row): ReservationRow {
   return {
     id: String(row.id),
     userId: String(row.user_id),
-    amountMillicredits: BigInt(String(row.amount)),
+    amountMillicredits: toBigint(row.amount),
     status: row.status as ReservationStatus,
     product: String(row.product),
     expiresAtMs: Number(row.expires_ms),
     createdAtMs: Number(row.created_ms),
   };
 }
+
+/**
+ * Expired holds stop counting the moment they expire: every account read nets out the
+ * ACTIVE holds past their expiry, and the lock ends them (so the stored reserved amount
+ * matches before the operation changes the balance, and a hold of 0 past its expiry can no
+ * longer be captured by this operation either).
+ */
+export const holdsFacet: AccountFacet = {
+  // "<sum> <count>" of the ACTIVE holds past their expiry: a hold of 0 counts too.
+  columns: `(select coalesce(sum(r.amount_millicredits), 0)::text || ' ' || count(*) from reservations r
+    where r.user_id = a.user_id and r.status = 'ACTIVE' and r.expires_at <= ${AS_OF}) as holds_expired`,
+  read: (row: Row, account: AccountRow) => {
+    const [expiredSum = '0'] = String(row.holds_expired).split(' ');
+    return { ...account, reservedMillicredits: account.reservedMillicredits - toBigint(expiredSum) };
+  },
+  afterLock: async (s: SqlSession, row: Row, account: AccountRow) => {
+    const [, expiredCount = '0'] = String(row.holds_expired).split(' ');
+    if (Number(expiredCount) > 0) await expireUserHolds(s, account.userId);
+  },
+};
+
+/** Ends the ACTIVE holds `where` selects as status $1 and lowers their owners' reserved amounts. */
+function endHolds(where: string): string {
+  return `with ended as (
+       update reservations set status = $1, settled_at = now()
+        where status = 'ACTIVE' and ${where}
+        returning user_id, amount_millicredits
+     ), per_user as (select user_id, sum(amount_millicredits) as total from ended group by user_id)
+     update user_accounts a set reserved_millicredits = a.reserved_millicredits - per_user.total, updated_at = now()
+       from per_user where a.user_id = per_user.user_id`;
+}
+
+const END_HOLD_BY_ID = endHolds('id = $2::bigint');
+const END_USER_EXPIRED_HOLDS = endHolds(`user_id = $2 and expires_at <= ${AS_OF}`);
+const END_EXPIRED_HOLDS_OF = endHolds('user_id = any($2::text[]) and expires_at <= now()');
 
 /** Places a hold and adds it to the account's reserved amount. */
 export async function insertReservation(
@@ -60,38 +99,14 @@ export async function lockReservation(s: SqlSession, userId: string, id: string)
   return rows[0] ? mapReservation(rows[0]) : undefined;
 }
 
-/**
- * Ends an ACTIVE hold as CAPTURED or RELEASED and takes it off the account's reserved
- * amount, unless `keepReserved` (a capture whose ledger write adjusts reserved itself).
- */
-export async function settleReservation(
-  s: SqlSession,
-  hold: ReservationRow,
-  status: 'CAPTURED' | 'RELEASED',
-  keepReserved: boolean,
-): Promise<void> {
-  await s.query(
-    `with r as (
-       update reservations set status = $2, settled_at = now() where id = $1::bigint and status = 'ACTIVE' returning user_id
-     )
-     update user_accounts a set reserved_millicredits = reserved_millicredits - $3::bigint, updated_at = now()
-       from r where a.user_id = r.user_id`,
-    [hold.id, status, keepReserved ? '0' : hold.amountMillicredits.toString()],
-  );
+/** Ends an ACTIVE hold as CAPTURED or RELEASED and takes it off the account's reserved amount. */
+export async function settleReservation(s: SqlSession, hold: ReservationRow, status: 'CAPTURED' | 'RELEASED'): Promise<void> {
+  await s.query(END_HOLD_BY_ID, [status, hold.id]);
 }
 
 /** Marks the user's holds past their expiry EXPIRED and frees what they held. */
 export async function expireUserHolds(s: SqlSession, userId: string): Promise<void> {
-  await s.query(
-    `with e as (
-       update reservations set status = 'EXPIRED', settled_at = now()
-        where user_id = $1 and status = 'ACTIVE' and expires_at <= ${AS_OF}
-        returning amount_millicredits
-     )
-     update user_accounts set reserved_millicredits = reserved_millicredits - (select coalesce(sum(amount_millicredits), 0) from e)
-      where user_id = $1`,
-    [userId],
-  );
+  await s.query(END_USER_EXPIRED_HOLDS, ['EXPIRED', userId]);
 }
 
 /**
@@ -110,35 +125,6 @@ export async function sweepExpiredHolds(s: SqlSession, limit: number): Promise<n
   );
   const users = locked.map((row) => String(row.user_id));
   if (users.length === 0) return 0;
-  await s.query(
-    `with e as (
-       update reservations set status = 'EXPIRED', settled_at = now()
-        where user_id = any($1::text[]) and status = 'ACTIVE' and expires_at <= now()
-        returning user_id, amount_millicredits
-     ), per_user as (select user_id, sum(amount_millicredits) as total from e group by user_id)
-     update user_accounts a set reserved_millicredits = a.reserved_millicredits - per_user.total, updated_at = now()
-       from per_user where a.user_id = per_user.user_id`,
-    [users],
-  );
+  await s.query(END_EXPIRED_HOLDS_OF, ['EXPIRED', users]);
   return users.length;
-}
-
-/** Counts free operations used today (UTC, by the unit of work's clock). */
-export async function addFreeUsage(s: SqlSession, userId: string, used: bigint): Promise<void> {
-  await s.query(
-    `insert into daily_free_usage (user_id, day, used) values ($1, (${AS_OF} at time zone 'utc')::date, $2::int)
-     on conflict (user_id, day) do update set used = daily_free_usage.used + excluded.used`,
-    [userId, used.toString()],
-  );
-}
-
-/** Records a reply for an idempotency key outside a ledger write (holds). */
-export async function insertIdempotency(
-  s: SqlSession,
-  record: { userId: string; idempotencyKey: string; requestHash: string; resultJson: string },
-): Promise<void> {
-  await s.query(
-    'insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)',
-    [record.userId, record.idempotencyKey, record.requestHash, record.resultJson],
-  );
 }

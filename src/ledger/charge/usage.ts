@@ -1,7 +1,7 @@
 // Validation of the usage oneof shared by Quote, Reserve and Charge.
-import { invalidField } from '../domain/errors.js';
-import type { Usage } from '../domain/pricing.js';
-import { checkAmount, checkName, checkQuantity, checkText, checkTokens } from '../domain/validation.js';
+import { invalidField } from '../../domain/errors.js';
+import type { Usage } from './pricing.js';
+import { checkAmount, checkName, checkQuantity, checkText, checkTokens } from '../../domain/validation.js';
 
 /** Validates a usage oneof; `undefined` means the caller set none. */
 export function checkUsage(usage: Usage | undefined, prefix = ''): Usage {

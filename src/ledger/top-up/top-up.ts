@@ -1,12 +1,12 @@
 // The daily free top-up: every FREE account below the target (5 credits by default) is
 // raised to it, at most once per user per UTC day. Set-based, a batch of accounts per
-// statement; re-runs, overlapping runs and replicas are harmless (see top-up-sql.ts).
-import type { Catalogue } from '../domain/catalogue.js';
-import { invalidField } from '../domain/errors.js';
-import type { Database } from '../storage/database.js';
-import { topUpBatch } from '../storage/top-up-sql.js';
+// statement; re-runs, overlapping runs and replicas are harmless (see sql.ts).
+import type { Catalogue } from '../../domain/catalogue.js';
+import { invalidField } from '../../domain/errors.js';
+import type { Database } from '../../storage/database.js';
+import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
+import { topUpBatch } from './sql.js';
 
-export const SYSTEM_DAILY_TOP_UP = 'system:daily-top-up';
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
 /** How far back an operator may run a missed day; older dates are refused as typos. */
 export const TOP_UP_DAYS_BACK_MAX = 7;

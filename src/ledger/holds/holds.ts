@@ -1,29 +1,51 @@
 // Holds: Reserve places one for a limited time, Release voids it, Charge captures it
-// (ledger.ts), and the sweeper expires the ones nobody settled. Expired holds stop
-// counting the moment they expire: every read and every lock subtracts them.
-import type { Catalogue } from '../domain/catalogue.js';
-import { HOLD_TTL_SECONDS_MAX } from '../domain/catalogue.js';
-import { BillingError, invalidField } from '../domain/errors.js';
-import { priceUsage, type Usage } from '../domain/pricing.js';
-import { checkId, checkIdempotencyKey, checkName, checkUserId } from '../domain/validation.js';
-import type { Database, SqlSession } from '../storage/database.js';
-import {
-  insertReservation,
-  lockReservation,
-  type ReservationRow,
-  settleReservation,
-  sweepExpiredHolds,
-} from '../storage/holds-sql.js';
-import { asEstimate, checkUsage } from './usage.js';
-import { mutateHolds, requestHash } from './mutation.js';
-import { balanceView, type BalanceView, pricingSubject } from './views.js';
+// (charge/), and the sweeper expires the ones nobody settled. Expired holds stop counting
+// the moment they expire (holdsFacet in sql.ts).
+import { z } from 'zod';
+import { HOLD_TTL_SECONDS_MAX } from '../../domain/catalogue.js';
+import { BillingError, invalidField } from '../../domain/errors.js';
+import { checkId, checkIdempotencyKey, checkName, checkUserId } from '../../domain/validation.js';
+import type { SqlSession } from '../../storage/database.js';
+import { priceUsage, type Usage } from '../charge/pricing.js';
+import { asEstimate, checkUsage } from '../charge/usage.js';
+import { requestHash } from '../kernel/idempotency-sql.js';
+import { balanceRecord, replayKind, type Same, storedBigint } from '../kernel/replay.js';
+import type { Kernel } from '../kernel/unit-of-work.js';
+import { balanceView, type BalanceView } from '../kernel/views.js';
+import { insertReservation, lockReservation, type ReservationRow, settleReservation, sweepExpiredHolds } from './sql.js';
 
-export type { ReservationRow as ReservationView } from '../storage/holds-sql.js';
+export interface ReservationView {
+  id: string;
+  userId: string;
+  amountMillicredits: bigint;
+  status: 'ACTIVE' | 'CAPTURED' | 'RELEASED' | 'EXPIRED';
+  product: string;
+  expiresAtMs: number;
+  createdAtMs: number;
+}
 
 export interface HoldResult {
-  reservation: ReservationRow;
+  reservation: ReservationView;
   balance: BalanceView;
 }
+
+const holdRecord = z.object({
+  reservation: z.object({
+    id: z.string(),
+    userId: z.string(),
+    amountMillicredits: storedBigint,
+    status: z.enum(['ACTIVE', 'CAPTURED', 'RELEASED', 'EXPIRED']),
+    product: z.string(),
+    expiresAtMs: z.number().int(),
+    createdAtMs: z.number().int(),
+  }),
+  balance: balanceRecord,
+});
+const holdMatchesView: Same<z.output<typeof holdRecord>, HoldResult> = true;
+void holdMatchesView;
+
+/** The replay record of Reserve and Release. */
+export const HOLD_RESULT = replayKind<HoldResult>('hold', holdRecord);
 
 export interface ReserveInput {
   userId: string;
@@ -47,11 +69,22 @@ export function checkReservationId(value: string, field = 'reservation_id'): str
   return checkId(value, field, 'reservation');
 }
 
+export function reservationView(row: ReservationRow): ReservationView {
+  return { ...row };
+}
+
+function notFound(reservationId: string): BillingError {
+  return new BillingError('RESERVATION_NOT_FOUND', `reservation ${reservationId} not found for this user`, {
+    field: 'reservation_id',
+    subject: reservationId,
+  });
+}
+
 /** Locks a hold of the user for capture; refuses one that is not ACTIVE, with its reason. */
 export async function lockActiveHold(s: SqlSession, userId: string, reservationId: string): Promise<ReservationRow> {
   const hold = await lockReservation(s, userId, reservationId);
   const facts = { field: 'reservation_id', subject: reservationId };
-  if (!hold) throw new BillingError('RESERVATION_NOT_FOUND', `reservation ${reservationId} not found for this user`, facts);
+  if (!hold) throw notFound(reservationId);
   switch (hold.status) {
     case 'ACTIVE':
       return hold;
@@ -65,20 +98,18 @@ export async function lockActiveHold(s: SqlSession, userId: string, reservationI
 }
 
 export class Holds {
-  constructor(
-    private readonly db: Database,
-    private readonly catalogue: Catalogue,
-  ) {}
+  constructor(private readonly kernel: Kernel) {}
 
   async reserve(input: ReserveInput): Promise<HoldResult> {
+    const { catalogue } = this.kernel;
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
     const product = checkName(input.product, 'product');
     const usage = checkUsage(asEstimate(input.usage));
     const ttlSeconds = this.checkTtl(input.ttlSeconds);
     const hash = requestHash('Reserve', [product, usage, ttlSeconds]);
-    return mutateHolds(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
-      const priced = priceUsage(this.catalogue, usage, pricingSubject(this.catalogue, account));
+    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+      const priced = priceUsage(catalogue, usage, account);
       const amount = priced.chargeMillicredits;
       const available = account.balanceMillicredits - account.reservedMillicredits;
       if (amount > available) {
@@ -89,33 +120,29 @@ export class Holds {
       }
       const reservation = await insertReservation(s, { userId, amountMillicredits: amount, product, ttlSeconds });
       const after = { ...account, reservedMillicredits: account.reservedMillicredits + amount };
-      return { reservation, balance: balanceView(this.catalogue, after) };
+      return { reservation: reservationView(reservation), balance: balanceView(catalogue, after) };
     });
   }
 
   async release(input: ReleaseInput): Promise<HoldResult> {
+    const { catalogue } = this.kernel;
     const userId = checkUserId(input.userId);
     const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
     const reservationId = checkReservationId(input.reservationId);
     const hash = requestHash('Release', [reservationId]);
-    return mutateHolds(this.db, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const hold = await lockReservation(s, userId, reservationId);
-      if (!hold) {
-        throw new BillingError('RESERVATION_NOT_FOUND', `reservation ${reservationId} not found for this user`, {
-          field: 'reservation_id',
-          subject: reservationId,
-        });
-      }
+      if (!hold) throw notFound(reservationId);
       if (hold.status === 'CAPTURED') {
         throw new BillingError('RESERVATION_CAPTURED', `reservation ${reservationId} was captured and cannot be released`, {
           field: 'reservation_id',
           subject: reservationId,
         });
       }
-      if (hold.status !== 'ACTIVE') return { reservation: hold, balance: balanceView(this.catalogue, account) };
-      await settleReservation(s, hold, 'RELEASED', false);
+      if (hold.status !== 'ACTIVE') return { reservation: reservationView(hold), balance: balanceView(catalogue, account) };
+      await settleReservation(s, hold, 'RELEASED');
       const after = { ...account, reservedMillicredits: account.reservedMillicredits - hold.amountMillicredits };
-      return { reservation: { ...hold, status: 'RELEASED' as const }, balance: balanceView(this.catalogue, after) };
+      return { reservation: reservationView({ ...hold, status: 'RELEASED' }), balance: balanceView(catalogue, after) };
     });
   }
 
@@ -123,14 +150,14 @@ export class Holds {
   async sweep(): Promise<number> {
     let swept = 0;
     for (;;) {
-      const batch = await this.db.transaction((s) => sweepExpiredHolds(s, SWEEP_BATCH_ACCOUNTS));
+      const batch = await this.kernel.db.transaction((s) => sweepExpiredHolds(s, SWEEP_BATCH_ACCOUNTS));
       swept += batch;
       if (batch < SWEEP_BATCH_ACCOUNTS) return swept;
     }
   }
 
   private checkTtl(ttlSeconds: number): number {
-    if (ttlSeconds === 0) return this.catalogue.holdTtlSecondsDefault;
+    if (ttlSeconds === 0) return this.kernel.catalogue.holdTtlSecondsDefault;
     if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > HOLD_TTL_SECONDS_MAX) {
       throw invalidField('ttl_seconds', `must be between 1 and ${HOLD_TTL_SECONDS_MAX}`);
     }
