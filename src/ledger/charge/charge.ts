@@ -3,6 +3,7 @@
 // (holds/), count the free operations it used (free-operations/), and debit what the
 // price asks from what is available, or what is available under allow_partial.
 import { z } from 'zod';
+import type { Catalogue } from '../../domain/catalogue.js';
 import { BillingError } from '../../domain/errors.js';
 import { minBigint } from '../../domain/money.js';
 import { checkIdempotencyKey, checkMetadata, checkName, checkText, checkUserId, REFERENCE_LENGTH_MAX } from '../../domain/validation.js';
@@ -77,7 +78,7 @@ void chargeMatchesView;
 /** The replay record of Charge. */
 export const CHARGE_RESULT = replayKind<ChargeResult>('charge', chargeRecord);
 
-interface ChargeRequest {
+export interface ChargeRequest {
   userId: string;
   idempotencyKey: string;
   product: string;
@@ -92,7 +93,7 @@ interface ChargeRequest {
  * hold's amount counts as available; refuses a shortfall unless allow_partial.
  */
 export function chargeDecision(
-  kernel: Kernel,
+  catalogue: Catalogue,
   request: ChargeRequest,
   account: AccountRow,
   priced: PricedUsage,
@@ -136,7 +137,7 @@ export function chargeDecision(
       shortfallMillicredits: cost - charged,
       ...waived,
       price: priced.price,
-      balance: balanceView(kernel.catalogue, after),
+      balance: balanceView(catalogue, after),
     },
     write: {
       ...transaction,
@@ -182,7 +183,7 @@ export class Charges {
     return this.kernel.post(CHARGE_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const hold = reservationId ? await lockActiveHold(s, userId, reservationId) : undefined;
       const priced = priceUsage(this.kernel.catalogue, usage, account);
-      const decision = chargeDecision(this.kernel, request, account, priced, hold);
+      const decision = chargeDecision(this.kernel.catalogue, request, account, priced, hold);
       // A captured hold is released first: its amount was available to this charge.
       if (hold) await settleReservation(s, hold, 'CAPTURED');
       if (priced.freeOperationsUsed > 0n) await addFreeUsage(s, userId, priced.freeOperationsUsed);
