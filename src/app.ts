@@ -1,13 +1,14 @@
 // Composition: configuration → database → ledger (ledger/ledger.ts) → server. main.ts runs it as a process;
 // tests call build() with their own database and port 0.
 import http from 'node:http';
+import type { Interceptor } from '@connectrpc/connect';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { scheduleDailyTopUp } from './jobs/daily-top-up.js';
 import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
 import type { Holds } from './ledger/holds/holds.js';
 import { createLedger, type Ledger } from './ledger/ledger.js';
-import { authInterceptor, scopeTable } from './rpc/auth.js';
+import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
@@ -43,6 +44,14 @@ export interface BuildOptions {
   readonly log?: Logger;
 }
 
+/**
+ * The interceptors every call passes, outermost first. The server and the in-process
+ * service tests (test/support/services.ts) use this one list.
+ */
+export function interceptors(config: Config, log: Logger, metrics: Metrics, scopes: ScopeTable): Interceptor[] {
+  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes)];
+}
+
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
   const log = options.log ?? pino({ level: config.logLevel, base: { service: 'billing' } });
   // First: a method the contract left without a scope stops the start-up before anything opens.
@@ -60,7 +69,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     host: config.host,
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
-    interceptors: [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes)],
+    interceptors: interceptors(config, log, metrics, scopes),
     routes: routes({ ledger, wallet, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).

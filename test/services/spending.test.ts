@@ -2,15 +2,16 @@
 // charges, plans, the M4L waiver, waived charges in the history, idempotent replays.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { Plan, ReservationStatus, TransactionType, WaivedReason } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { awayFromUtcMidnight, failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { Plan, ReservationStatus, TransactionType, WaivedReason } from '../../gen/billing/v1/types_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { awayFromUtcMidnight, failure, fund, key, outcome, refusal, refused } from '../support/app.js';
+import { startServices, type TestServices } from '../support/services.js';
 
-let t: TestApp;
+let t: TestServices;
 
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startServices();
 });
 
 afterAll(async () => {
@@ -260,10 +261,10 @@ describe('plans and waivers', () => {
 });
 
 describe('the second catalogue (mu)', () => {
-  let mu: TestApp;
+  let mu: TestServices;
 
   beforeAll(async () => {
-    mu = await startTestApp({ catalogue: 'mu' });
+    mu = await startServices({ catalogue: 'mu' });
   });
 
   afterAll(async () => {

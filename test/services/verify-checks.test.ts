@@ -1,13 +1,14 @@
 // VerifyLedger's refund and capture checks: clean on real traffic, and each finds the row
 // that breaks it when the database is corrupted on purpose (bypassing the service).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { key, startTestApp, type TestApp } from './support/app.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { key } from '../support/app.js';
+import { startServices, type TestServices } from '../support/services.js';
 
-let t: TestApp;
+let t: TestServices;
 
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startServices();
 });
 
 afterAll(async () => {

@@ -4,11 +4,12 @@
 // (INTERNAL) instead of being revived half-filled; a retry after either writes nothing.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
+import { failure, fund, key } from '../support/app.js';
+import { startServices, type TestServices } from '../support/services.js';
 
-let t: TestApp;
+let t: TestServices;
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startServices();
 });
 afterAll(async () => {
   await t.close();

@@ -4,15 +4,16 @@
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { TransactionType } from '../../gen/billing/v1/types_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { failure, key, outcome, refusal, refused } from '../support/app.js';
+import { startServices, type TestServices } from '../support/services.js';
 
-let t: TestApp;
+let t: TestServices;
 
 beforeAll(async () => {
-  t = await startTestApp();
+  t = await startServices();
 });
 
 afterAll(async () => {
