@@ -527,7 +527,7 @@ export class SpecModel {
 
   /**
    * What a usage costs this user now and why it may be waived. The token formula is the
-   * project's own priceTokens (src/domain/pricing.ts), which has its own exhaustive tests
+   * project's own priceTokens (src/ledger/charge/pricing.ts), which has its own exhaustive tests
    * against SPEC §3; everything else here (finish reasons, plans, entitlements, zero
    * prices, the daily free operations, partly free quantities) is this model's own.
    * Where the spec is silent on which waiver wins, the model takes: finish reason, then
