@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import { Code } from '@connectrpc/connect';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { Plan, TransactionType } from '../gen/billing/v1/types_pb.js';
-import { checkSchedule, scheduleDailyTopUp } from '../src/jobs/daily-top-up.js';
-import { SYSTEM_DAILY_TOP_UP } from '../src/ledger/kernel/names.js';
-import { DailyTopUps, utcDay } from '../src/ledger/top-up/top-up.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import type { Database } from '../src/storage/database.js';
-import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp, fund as grantFunds } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
+import { checkSchedule, scheduleDailyTopUp } from '../../src/jobs/daily-top-up.js';
+import { SYSTEM_DAILY_TOP_UP } from '../../src/ledger/kernel/names.js';
+import { DailyTopUps, utcDay } from '../../src/ledger/top-up/top-up.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import type { Database } from '../../src/storage/database.js';
+import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp, fund as grantFunds } from '../support/app.js';
 
 const TARGET = 5_000n;
 const opened: TestApp[] = [];
@@ -239,7 +239,7 @@ describe('the scheduled job', () => {
 
   it('an app started with jobs: true sweeps holds and tops up on its schedules; a test app by default runs neither', async () => {
     // The shipped catalogue with both jobs every second, so the test need not wait 30 s.
-    const catalogue = JSON.parse(readFileSync(new URL('../config/muse.json', import.meta.url), 'utf8')) as Record<string, Record<string, unknown>>;
+    const catalogue = JSON.parse(readFileSync(new URL('../../config/muse.json', import.meta.url), 'utf8')) as Record<string, Record<string, unknown>>;
     catalogue.dailyTopUp!.schedule = '* * * * * *';
     catalogue.holds!.sweepSchedule = '* * * * * *';
     const dir = mkdtempSync(join(tmpdir(), 'billing-jobs-'));

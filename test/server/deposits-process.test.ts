@@ -16,13 +16,13 @@ import { join } from 'node:path';
 import { parseEther } from 'ethers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { openDatabase } from '../src/storage/database.js';
-import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
-import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from './support/chain.js';
-import { createTestDatabase, type TestDatabase } from './support/postgres.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { openDatabase } from '../../src/storage/database.js';
+import { accountNodeFromMnemonic } from '../../src/wallet/keys.js';
+import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from '../support/chain.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
+const ROOT = new URL('../..', import.meta.url).pathname;
 /**
  * A fixed test-only mnemonic (never holds funds): bip39.entropyToMnemonic of
  * sha256("billing deposits-process test mnemonic 3"). Its 24 words are all different, so

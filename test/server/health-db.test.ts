@@ -2,8 +2,8 @@
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { Health, HealthCheckResponse_ServingStatus } from '../gen/health/v1/health_pb.js';
-import { startTestApp, type TestApp } from './support/app.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
+import { startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

@@ -6,8 +6,8 @@ import http2 from 'node:http2';
 import { gzipSync } from 'node:zlib';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GetBalanceRequestSchema } from '../gen/billing/v1/billing_service_pb.js';
-import { startTestApp, type TestApp } from './support/app.js';
+import { GetBalanceRequestSchema } from '../../gen/billing/v1/billing_service_pb.js';
+import { startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

@@ -17,16 +17,16 @@ import { WireType } from '@bufbuild/protobuf/wire';
 import { Code, createClient } from '@connectrpc/connect';
 import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminService } from '../gen/billing/v1/admin_service_pb.js';
-import { BillingService, GetBalanceRequestSchema } from '../gen/billing/v1/billing_service_pb.js';
-import { ErrorReasonSchema } from '../gen/billing/v1/errors_pb.js';
-import { WalletService } from '../gen/billing/v1/wallet_service_pb.js';
-import { Health, HealthCheckResponse_ServingStatus } from '../gen/health/v1/health_pb.js';
-import { ServerReflection } from '../gen/grpc/reflection/v1/reflection_pb.js';
-import { changedTables, snapshotter, type Snapshot } from './hostile/snapshot.js';
-import { baselineCalls, type Ctx, type Fixture, hostileRows, PROCEDURES, type Row, type Via } from './hostile/table.js';
-import { callGrpc, closeConnections, describeOutcome, grpcTransport, type Outcome, postConnectJson } from './hostile/wire.js';
-import { awayFromUtcMidnight, key, startTestApp, type TestApp } from './support/app.js';
+import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
+import { BillingService, GetBalanceRequestSchema } from '../../gen/billing/v1/billing_service_pb.js';
+import { ErrorReasonSchema } from '../../gen/billing/v1/errors_pb.js';
+import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../../gen/health/v1/health_pb.js';
+import { ServerReflection } from '../../gen/grpc/reflection/v1/reflection_pb.js';
+import { changedTables, snapshotter, type Snapshot } from '../hostile/snapshot.js';
+import { baselineCalls, type Ctx, type Fixture, hostileRows, PROCEDURES, type Row, type Via } from '../hostile/table.js';
+import { callGrpc, closeConnections, describeOutcome, grpcTransport, type Outcome, postConnectJson } from '../hostile/wire.js';
+import { awayFromUtcMidnight, key, startTestApp, type TestApp } from '../support/app.js';
 
 const TOKENS = {
   spend: 'hostile-spend-token-0001',

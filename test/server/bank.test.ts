@@ -9,17 +9,17 @@
 // 3,000; npm run test:long: 100,000); BANK_SEED replays a run's choices.
 import { Code } from '@connectrpc/connect';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { Plan, WaivedReason } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { type Call, sameReply, send, showReply } from './bank/calls.js';
-import { checkBank, lastShortExpiry } from './bank/checker.js';
-import { type BankClient, bankClients } from './bank/clients.js';
-import { describeOutcome, type Outcome } from './bank/outcome.js';
-import { exactly, messages, race, shape, tally } from './bank/race.js';
-import { countFrom, Rng, seedFrom } from './bank/rng.js';
-import { type BankHistory, BankRun, type BankWorld, type PromoSpec } from './bank/workload.js';
-import { fund, key, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { Plan, WaivedReason } from '../../gen/billing/v1/types_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { type Call, sameReply, send, showReply } from '../bank/calls.js';
+import { checkBank, lastShortExpiry } from '../bank/checker.js';
+import { type BankClient, bankClients } from '../bank/clients.js';
+import { describeOutcome, type Outcome } from '../bank/outcome.js';
+import { exactly, messages, race, shape, tally } from '../bank/race.js';
+import { countFrom, Rng, seedFrom } from '../bank/rng.js';
+import { type BankHistory, BankRun, type BankWorld, type PromoSpec } from '../bank/workload.js';
+import { fund, key, startTestApp, type TestApp } from '../support/app.js';
 
 const SEED = seedFrom('BANK_SEED');
 /** Requests over the whole file, split between the two catalogues' runs. */

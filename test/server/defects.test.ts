@@ -6,9 +6,9 @@ import { Code } from '@connectrpc/connect';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { TransactionType } from '../../gen/billing/v1/types_pb.js';
+import { failure, fund, key, startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

@@ -12,16 +12,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { Plan, WaivedReason } from '../gen/billing/v1/types_pb.js';
-import { ConfigError, loadConfig, parseCatalogue } from '../src/config.js';
-import type { Catalogue } from '../src/domain/catalogue.js';
-import { BillingError } from '../src/domain/errors.js';
-import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../src/ledger/charge/pricing.js';
-import { failure, fund, key, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { Plan, WaivedReason } from '../../gen/billing/v1/types_pb.js';
+import { ConfigError, loadConfig, parseCatalogue } from '../../src/config.js';
+import type { Catalogue } from '../../src/domain/catalogue.js';
+import { BillingError } from '../../src/domain/errors.js';
+import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../../src/ledger/charge/pricing.js';
+import { failure, fund, key } from '../support/app.js';
+import { startServices, type TestServices } from '../support/services.js';
 
-const MUSE_TEXT = readFileSync(new URL('../config/muse.json', import.meta.url), 'utf8');
-const MU_TEXT = readFileSync(new URL('../config/mu.json', import.meta.url), 'utf8');
+const MUSE_TEXT = readFileSync(new URL('../../config/muse.json', import.meta.url), 'utf8');
+const MU_TEXT = readFileSync(new URL('../../config/mu.json', import.meta.url), 'utf8');
 const MUSE_JSON = JSON.parse(MUSE_TEXT) as Record<string, unknown>;
 
 const muse = parseCatalogue(MUSE_TEXT, 'config/muse.json').catalogue;
@@ -525,11 +526,11 @@ describe('operations catalogue (domain)', () => {
 });
 
 describe('over RPC against PostgreSQL', () => {
-  let t: TestApp;
+  let t: TestServices;
   const PRODUCT = 'muse';
 
   beforeAll(async () => {
-    t = await startTestApp();
+    t = await startServices();
   });
 
   afterAll(async () => {

@@ -2,11 +2,11 @@
 // idempotency, history, and the invariants after concurrent load.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { TransactionType } from '../gen/billing/v1/types_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { sqlState } from '../src/storage/database.js';
-import { failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { TransactionType } from '../../gen/billing/v1/types_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { sqlState } from '../../src/storage/database.js';
+import { failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

@@ -3,12 +3,12 @@
 import { spawn } from 'node:child_process';
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { Plan } from '../gen/billing/v1/types_pb.js';
-import { utcDay } from '../src/ledger/top-up/top-up.js';
-import { key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { Plan } from '../../gen/billing/v1/types_pb.js';
+import { utcDay } from '../../src/ledger/top-up/top-up.js';
+import { key, outcome, refusal, refused, startTestApp, type TestApp } from '../support/app.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
+const ROOT = new URL('../..', import.meta.url).pathname;
 let a: TestApp;
 let b: TestApp;
 

@@ -11,18 +11,18 @@ import * as protoLoader from "@grpc/proto-loader";
 import { create, createFileRegistry, fromBinary, getOption } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { registerHealth } from "../src/rpc/health.js";
-import { registerReflection } from "../src/rpc/reflection.js";
-import { file_billing_v1_billing_service } from "../gen/billing/v1/billing_service_pb.js";
-import { file_billing_v1_admin_service } from "../gen/billing/v1/admin_service_pb.js";
-import { file_billing_v1_wallet_service } from "../gen/billing/v1/wallet_service_pb.js";
-import { scope, Scope } from "../gen/billing/v1/options_pb.js";
-import { file_health_v1_health } from "../gen/health/v1/health_pb.js";
-import { file_grpc_reflection_v1_reflection } from "../gen/grpc/reflection/v1/reflection_pb.js";
-import { file_grpc_reflection_v1alpha_reflection } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { registerHealth } from "../../src/rpc/health.js";
+import { registerReflection } from "../../src/rpc/reflection.js";
+import { file_billing_v1_billing_service } from "../../gen/billing/v1/billing_service_pb.js";
+import { file_billing_v1_admin_service } from "../../gen/billing/v1/admin_service_pb.js";
+import { file_billing_v1_wallet_service } from "../../gen/billing/v1/wallet_service_pb.js";
+import { scope, Scope } from "../../gen/billing/v1/options_pb.js";
+import { file_health_v1_health } from "../../gen/health/v1/health_pb.js";
+import { file_grpc_reflection_v1_reflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { file_grpc_reflection_v1alpha_reflection } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
 const BILLING_SERVICES = ["billing.v1.BillingService", "billing.v1.AdminService", "billing.v1.WalletService"];
-const modules = fileURLToPath(new URL("../node_modules/", import.meta.url));
+const modules = fileURLToPath(new URL("../../node_modules/", import.meta.url));
 
 // Shapes of what grpc-js hands back (proto-loader with keepCase and oneofs: true).
 interface ReflectionResponse {

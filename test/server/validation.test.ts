@@ -1,8 +1,8 @@
 // Hostile input: every bad field is INVALID_ARGUMENT naming the field, and writes nothing.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { failure, key, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { failure, key, startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

@@ -3,7 +3,7 @@
 // with m × price-of-a-milli-credit ≤ value). Seeded: PRICING_SEED replays a failure.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { centsFromFeedAnswer, type ExactDecimal, formatExact, parseExact, valueDeposit } from '../src/wallet/pricing.js';
+import { centsFromFeedAnswer, type ExactDecimal, formatExact, parseExact, valueDeposit } from '../../src/wallet/pricing.js';
 
 const d = (text: string): ExactDecimal => parseExact(text)!;
 

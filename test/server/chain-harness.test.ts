@@ -3,7 +3,7 @@
 // price feed mock, and a reorg by snapshot/revert followed by re-inclusion of the same signed transaction.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ethers } from 'ethers';
-import { BASE_USDC, compileContracts, startAnvil, type Chain } from './support/chain.js';
+import { BASE_USDC, compileContracts, startAnvil, type Chain } from '../support/chain.js';
 
 const TRANSFER_TOPIC = ethers.id('Transfer(address,address,uint256)');
 

@@ -2,9 +2,9 @@
 // start's database, with its single connection shared by concurrent requests.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } from '../support/app.js';
 
 let t: TestApp;
 

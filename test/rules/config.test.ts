@@ -1,9 +1,9 @@
 // Configuration is validated once, at start-up, with every problem reported together.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseCatalogue } from '../src/config.js';
+import { ConfigError, loadConfig, parseCatalogue } from '../../src/config.js';
 import { readFileSync } from 'node:fs';
 
-const muse = JSON.parse(readFileSync(new URL('../config/muse.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+const muse = JSON.parse(readFileSync(new URL('../../config/muse.json', import.meta.url), 'utf8')) as Record<string, unknown>;
 
 function problemsOf(fn: () => unknown): readonly string[] {
   try {
@@ -65,7 +65,7 @@ describe('data directory', () => {
 });
 
 describe('wallet configuration', () => {
-  const mu = JSON.parse(readFileSync(new URL('../config/mu.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+  const mu = JSON.parse(readFileSync(new URL('../../config/mu.json', import.meta.url), 'utf8')) as Record<string, unknown>;
   const SEED = `${'abandon '.repeat(23)}art`;
 
   it('turns the seed into a public node and the mu deposit terms into exact prices', () => {

@@ -5,13 +5,13 @@ import { create, createFileRegistry, getOption } from '@bufbuild/protobuf';
 import { file_google_protobuf_empty, FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdminService } from '../gen/billing/v1/admin_service_pb.js';
-import { BillingService } from '../gen/billing/v1/billing_service_pb.js';
-import { file_billing_v1_options, scope, Scope } from '../gen/billing/v1/options_pb.js';
-import { WalletService } from '../gen/billing/v1/wallet_service_pb.js';
-import { scopeTable } from '../src/rpc/auth.js';
-import { SCOPED_SERVICES } from '../src/rpc/routes.js';
-import { failure, startTestApp, type TestApp } from './support/app.js';
+import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
+import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import { file_billing_v1_options, scope, Scope } from '../../gen/billing/v1/options_pb.js';
+import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
+import { scopeTable } from '../../src/rpc/auth.js';
+import { SCOPED_SERVICES } from '../../src/rpc/routes.js';
+import { failure, startTestApp, type TestApp } from '../support/app.js';
 
 describe('scopes from the contract', () => {
   it('gives every method of the three services the scope the README documents', () => {
@@ -64,7 +64,7 @@ describe('scopes from the contract', () => {
       // Reflection lists what the router serves: every billing.v1 service is a scoped one.
       const { createGrpcTransport } = await import('@connectrpc/connect-node');
       const { createClient } = await import('@connectrpc/connect');
-      const { ServerReflection } = await import('../gen/grpc/reflection/v1/reflection_pb.js');
+      const { ServerReflection } = await import('../../gen/grpc/reflection/v1/reflection_pb.js');
       const client = createClient(ServerReflection, createGrpcTransport({ baseUrl: t.url }));
       async function* one() {
         yield { messageRequest: { case: 'listServices' as const, value: '' } };

@@ -7,12 +7,12 @@ import type { AddressInfo } from 'node:net';
 import { Code } from '@connectrpc/connect';
 import { getAddress, Interface, parseEther } from 'ethers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
-import { DepositStatus } from '../gen/billing/v1/wallet_service_pb.js';
-import { verifyLedger } from '../src/ledger/verify/verify.js';
-import { accountNodeFromMnemonic } from '../src/wallet/keys.js';
-import { BASE_ETH_USD_FEED, BASE_USDC, type Chain, compileContracts, ETH_USD_3000, placeBaseFixtures, startAnvil } from './support/chain.js';
-import { failure, startTestApp, type TestApp } from './support/app.js';
+import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
+import { verifyLedger } from '../../src/ledger/verify/verify.js';
+import { accountNodeFromMnemonic } from '../../src/wallet/keys.js';
+import { BASE_ETH_USD_FEED, BASE_USDC, type Chain, compileContracts, ETH_USD_3000, placeBaseFixtures, startAnvil } from '../support/chain.js';
+import { failure, startTestApp, type TestApp } from '../support/app.js';
 
 // A fixed 24-word test mnemonic (never holds funds): "abandon" × 23 + "art".
 const SEED = `${'abandon '.repeat(23)}art`;

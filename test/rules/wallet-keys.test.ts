@@ -32,14 +32,14 @@ import {
   SEED_FILE,
   WalletKeyError,
   type WalletKeys,
-} from '../src/wallet/keys.js';
+} from '../../src/wallet/keys.js';
 
 const TEST_MNEMONIC = 'abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about';
 /** The valid 24-word mnemonic of all-zero entropy. */
 const ZERO_24 = `${'abandon '.repeat(23)}art`;
 const ACCOUNT_PATH = "m/44'/60'/0'/0";
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const KEYS_MODULE = new URL('../src/wallet/keys.ts', import.meta.url).href;
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const KEYS_MODULE = new URL('../../src/wallet/keys.ts', import.meta.url).href;
 
 const root = mkdtempSync(join(tmpdir(), 'wallet-keys-'));
 let dirs = 0;

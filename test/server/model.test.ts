@@ -36,11 +36,11 @@ import {
   startSequence,
   Step,
   type World,
-} from './model/commands.js';
-import { opArb, setupArb } from './model/generate.js';
-import { normBalance, sendKeyed } from './model/real.js';
-import { type Assigner, type KeyedReq, type Outcome, readCatalogue, SpecModel } from './model/spec.js';
-import { startTestApp, type TestApp } from './support/app.js';
+} from '../model/commands.js';
+import { opArb, setupArb } from '../model/generate.js';
+import { normBalance, sendKeyed } from '../model/real.js';
+import { type Assigner, type KeyedReq, type Outcome, readCatalogue, SpecModel } from '../model/spec.js';
+import { startTestApp, type TestApp } from '../support/app.js';
 
 const RUNS = Number(process.env.MODEL_RUNS ?? 120);
 const SEED = process.env.MODEL_SEED ? Number(process.env.MODEL_SEED) : Math.floor(Math.random() * 2 ** 31);
@@ -50,7 +50,7 @@ const ALL_CATALOGUES = ['muse', 'mu'] as const;
 /** MODEL_CATALOGUE=mu (or muse) runs one catalogue only, e.g. to replay its failure. */
 const CATALOGUES = ALL_CATALOGUES.filter((c) => !process.env.MODEL_CATALOGUE || c === process.env.MODEL_CATALOGUE);
 
-console.log(`model test: MODEL_SEED=${SEED} MODEL_RUNS=${RUNS} (replay: MODEL_SEED=${SEED} npm test -- test/model.test.ts)`);
+console.log(`model test: MODEL_SEED=${SEED} MODEL_RUNS=${RUNS} (replay: MODEL_SEED=${SEED} npm test -- test/server/model.test.ts)`);
 
 /**
  * Outcomes a run must reach, or the generators have drifted into a corner: the common
@@ -139,7 +139,7 @@ describe.each(CATALOGUES)('model-based: catalogue %s', (catalogue) => {
       throw new Error(
         `model test failed on catalogue ${catalogue}; replay with ` +
           `MODEL_SEED=${SEED} MODEL_PATH=${details.counterexamplePath ?? ''} MODEL_CATALOGUE=${catalogue} ` +
-          `MODEL_RUNS=${runs} npm test -- test/model.test.ts\n${fc.defaultReportMessage(details)}\n` +
+          `MODEL_RUNS=${runs} npm test -- test/server/model.test.ts\n${fc.defaultReportMessage(details)}\n` +
           `Got: ${details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)}`,
       );
     }
