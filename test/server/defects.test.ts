@@ -5,24 +5,12 @@
 import { Code } from '@connectrpc/connect';
 import fc from 'fast-check';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../../gen/billing/v1/types_pb.js';
-import { failure, fund, key, startTestApp, type TestApp } from '../support/app.js';
+import { failure, fund, key, useTestApp } from '../support/app.js';
 
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await startTestApp();
-});
-
-afterAll(async () => {
-  await t?.close();
-});
-
-function grant(userId: string, amount: bigint) {
-  return fund(t, userId, amount);
-}
+const t = useTestApp();
 
 /** Posts raw bytes to a Connect JSON endpoint and returns the status and parsed body. */
 async function postJson(path: string, body: string, headers: Record<string, string> = {}) {
@@ -47,8 +35,8 @@ describe('history order and paging', () => {
     const user = 'digits';
     const mine: string[] = [];
     for (let i = 0; i < 60; i += 1) {
-      mine.push((await grant(user, 1_000n)).transaction!.id);
-      await grant('digits-other', 1n);
+      mine.push((await fund(t, user, 1_000n)).transaction!.id);
+      await fund(t, 'digits-other', 1n);
     }
     expect(mine.some((id) => id.length === 1) && mine.some((id) => id.length === 3)).toBe(true);
     const newestFirst = [...mine].reverse();
@@ -86,8 +74,8 @@ describe('paging property', () => {
           const user = `paging-${seed}-${run}`;
           const before: string[] = [];
           for (let i = 0; i < count; i += 1) {
-            before.push((await grant(user, 1n)).transaction!.id);
-            if (i % 3 === 0) await grant(`${user}-noise`, 1n);
+            before.push((await fund(t, user, 1n)).transaction!.id);
+            if (i % 3 === 0) await fund(t, `${user}-noise`, 1n);
           }
           const seen: string[] = [];
           let pageToken = '';
@@ -96,7 +84,7 @@ describe('paging property', () => {
             const res = await t.billing.listTransactions({ userId: user, pageSize, pageToken });
             expect(res.transactions.length).toBeLessThanOrEqual(pageSize);
             seen.push(...res.transactions.map((x) => x.id));
-            for (let w = 0; w < (writesBetween[page] ?? 0); w += 1) await grant(user, 1n);
+            for (let w = 0; w < (writesBetween[page] ?? 0); w += 1) await fund(t, user, 1n);
             pageToken = res.nextPageToken;
             if (pageToken === '') break;
           }
@@ -156,7 +144,7 @@ describe('ids above int64', () => {
 
   it('refuses Refund.transaction_id, reservation_id and page tokens past 2^63-1 as INVALID_ARGUMENT naming the field', async () => {
     const user = 'int64-edge';
-    await grant(user, 10_000n);
+    await fund(t, user, 10_000n);
     const cases: [Promise<unknown>, string][] = [
       [t.billing.refund({ userId: user, idempotencyKey: key(), transactionId: tooBig, reason: 'x' }), 'transaction_id'],
       [t.billing.release({ userId: user, idempotencyKey: key(), reservationId: tooBig }), 'reservation_id'],
@@ -200,7 +188,7 @@ describe('deadlines', () => {
 describe('Connect JSON decoding', () => {
   it('refuses an unknown field by name and changes nothing', async () => {
     const user = 'typo-user';
-    await grant(user, 700n);
+    await fund(t, user, 700n);
     const typo = await postJson(
       'billing.v1.BillingService/Charge',
       JSON.stringify({ userId: user, idempotencyKey: key(), product: 'muse', amountMillicredits: '1000', allowPartail: true }),
@@ -248,7 +236,7 @@ describe('Connect JSON decoding', () => {
 describe('captures', () => {
   it('records the captured hold on the charge transaction and shows it in history', async () => {
     const user = 'capture-user';
-    await grant(user, 10_000n);
+    await fund(t, user, 10_000n);
     const hold = await t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: { case: 'amountMillicredits', value: 3_000n } });
     const reservationId = hold.reservation!.id;
     const charged = await t.billing.charge({
@@ -272,7 +260,7 @@ describe('found by the bank and model tests', () => {
     // while it does. Judged by the transaction's start (now()) it captured a hold that had
     // expired before it could lock, and its concurrent copies disagreed on the outcome.
     const user = 'expiry-wait';
-    await grant(user, 10_000n);
+    await fund(t, user, 10_000n);
     const hold = await t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: { case: 'amountMillicredits', value: 2_000n }, ttlSeconds: 1 });
     const blocker = new pg.Client({ connectionString: t.database!.url });
     await blocker.connect();

@@ -1,26 +1,14 @@
 // The ledger core over real sockets against real PostgreSQL: charges, grants, refunds,
 // idempotency, history, and the invariants after concurrent load.
 import { Code } from '@connectrpc/connect';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { TransactionType } from '../../gen/billing/v1/types_pb.js';
 import { verifyLedger } from '../../src/ledger/verify/verify.js';
 import { sqlState } from '../../src/storage/database.js';
-import { failure, fund, key, outcome, refusal, refused, startTestApp, type TestApp } from '../support/app.js';
+import { failure, fund, key, outcome, refusal, refused, useTestApp } from '../support/app.js';
 
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await startTestApp();
-});
-
-afterAll(async () => {
-  await t?.close();
-});
-
-function grant(userId: string, amount: bigint) {
-  return fund(t, userId, amount);
-}
+const t = useTestApp();
 
 function chargeAmount(userId: string, amount: bigint, idempotencyKey = key('charge')) {
   return t.billing.charge({
@@ -64,7 +52,7 @@ describe('balances', () => {
 
   it('refuses an unaffordable charge and changes nothing; the same key works once funds arrive', async () => {
     const user = 'short-user';
-    await grant(user, 1_000n);
+    await fund(t, user, 1_000n);
     const k = key('retry');
     const { error, detail } = await failure(chargeAmount(user, 1_500n, k));
     expect(error.code).toBe(Code.FailedPrecondition);
@@ -72,7 +60,7 @@ describe('balances', () => {
     expect(detail?.requiredMillicredits).toBe(1_500n);
     expect(detail?.availableMillicredits).toBe(1_000n);
     expect((await t.billing.getBalance({ userId: user })).balance?.balanceMillicredits).toBe(1_000n);
-    await grant(user, 1_000n);
+    await fund(t, user, 1_000n);
     const ok = await chargeAmount(user, 1_500n, k);
     expect(ok.chargedMillicredits).toBe(1_500n);
     expect(ok.balance?.balanceMillicredits).toBe(500n);
@@ -80,7 +68,7 @@ describe('balances', () => {
 
   it('with allow_partial debits what is available and reports the shortfall', async () => {
     const user = 'partial-user';
-    await grant(user, 700n);
+    await fund(t, user, 700n);
     const res = await t.billing.charge({
       userId: user,
       idempotencyKey: key(),
@@ -97,7 +85,7 @@ describe('balances', () => {
 describe('refunds', () => {
   it('returns part, then the rest, and never more than was charged', async () => {
     const user = 'refund-user';
-    await grant(user, 10_000n);
+    await fund(t, user, 10_000n);
     const charge = await chargeAmount(user, 4_000n);
     const transactionId = charge.transaction!.id;
     const part = await t.billing.refund({ userId: user, idempotencyKey: key(), transactionId, amountMillicredits: 1_000n, reason: 'bad output' });
@@ -117,14 +105,14 @@ describe('refunds', () => {
   });
 
   it('refuses refunds of another user\'s charge, of non-charges and of unknown ids', async () => {
-    await grant('refund-a', 5_000n);
+    await fund(t, 'refund-a', 5_000n);
     const charge = await chargeAmount('refund-a', 1_000n);
     const other = await failure(
       t.billing.refund({ userId: 'refund-b', idempotencyKey: key(), transactionId: charge.transaction!.id, reason: 'x' }),
     );
     expect(other.error.code).toBe(Code.NotFound);
     expect(other.detail?.reason).toBe(ErrorReason.TRANSACTION_NOT_FOUND);
-    const g = await grant('refund-a', 1n);
+    const g = await fund(t, 'refund-a', 1n);
     const notCharge = await failure(
       t.billing.refund({ userId: 'refund-a', idempotencyKey: key(), transactionId: g.transaction!.id, reason: 'x' }),
     );
@@ -133,7 +121,7 @@ describe('refunds', () => {
 
   it('keeps refunds within the charge under concurrency; every loser is REFUND_EXCEEDS_CHARGE', async () => {
     const user = 'refund-race';
-    await grant(user, 10_000n);
+    await fund(t, user, 10_000n);
     const charge = await chargeAmount(user, 5_000n);
     const outcomes = await Promise.all(
       Array.from({ length: 20 }, () =>
@@ -174,7 +162,7 @@ describe('postings', () => {
 
   it('a grant moves credits from system:grants, a charge to its product\'s revenue, a refund back from that revenue', async () => {
     const user = 'posting-user';
-    const granted = await grant(user, 9_000n);
+    const granted = await fund(t, user, 9_000n);
     expect(await postingsOf(granted.transaction!.id)).toEqual({ 'system:grants': '-9000', 'user:posting-user': '9000' });
     // Two products, so a refund that posted from the wrong revenue account would show.
     const studio = await t.billing.charge({
@@ -213,7 +201,7 @@ describe('postings', () => {
 describe('the ledger drift check', () => {
   it('refuses a write whose stored balance is not the one computed under the lock, and writes nothing', async () => {
     const user = 'drift-user';
-    await grant(user, 5_000n);
+    await fund(t, user, 5_000n);
     // A trigger stands in for any writer that moves the balance behind the account lock
     // (a lost lock, a stray UPDATE): the stored result then differs from the computed one.
     await t.app.db.query(`create function test_drift() returns trigger language plpgsql as $$
@@ -264,7 +252,7 @@ describe('idempotency', () => {
 
   it('replays a Charge with its original result, also over HTTP/1.1 Connect JSON', async () => {
     const user = 'idem-charge';
-    await grant(user, 5_000n);
+    await fund(t, user, 5_000n);
     const k = key();
     const first = await chargeAmount(user, 1_000n, k);
     await chargeAmount(user, 1_000n); // the balance moves on
@@ -284,7 +272,7 @@ describe('idempotency', () => {
 
   it('scopes keys to the user', async () => {
     const k = key('shared');
-    await grant('scope-a', 1n);
+    await fund(t, 'scope-a', 1n);
     const a = await t.billing.grant({ userId: 'scope-a', idempotencyKey: k, grant: { case: 'amountMillicredits', value: 5n }, reason: 'r' });
     const b = await t.billing.grant({ userId: 'scope-b', idempotencyKey: k, grant: { case: 'amountMillicredits', value: 5n }, reason: 'r' });
     expect(a.transaction?.id).not.toBe(b.transaction?.id);
@@ -294,7 +282,7 @@ describe('idempotency', () => {
 describe('history', () => {
   it('lists newest first with cursor pages and a type filter', async () => {
     const user = 'history-user';
-    await grant(user, 100_000n);
+    await fund(t, user, 100_000n);
     for (let i = 0; i < 7; i += 1) await chargeAmount(user, 10n + BigInt(i));
     const seen: string[] = [];
     let pageToken = '';
@@ -317,7 +305,7 @@ describe('history', () => {
 describe('concurrency', () => {
   it('96 concurrent Charges on one account never overdraw; every loser is INSUFFICIENT_BALANCE', async () => {
     const user = 'hot-user';
-    await grant(user, 40_000n); // affords exactly 40 charges of 1,000
+    await fund(t, user, 40_000n); // affords exactly 40 charges of 1,000
     const outcomes = await Promise.all(Array.from({ length: 96 }, () => outcome(chargeAmount(user, 1_000n))));
     const won = outcomes.filter((o) => o.ok);
     expect(won).toHaveLength(40);
@@ -343,7 +331,7 @@ describe('concurrency', () => {
     const users = Array.from({ length: 8 }, (_, i) => `spread-${seed}-${i}`);
     // Funds well below the ~7 credits of charges each account draws, so both outcomes occur.
     const funds = users.map(() => BigInt(1_000 + random(3_000)));
-    await Promise.all(users.map((u, i) => grant(u, funds[i]!)));
+    await Promise.all(users.map((u, i) => fund(t, u, funds[i]!)));
     const draws = Array.from({ length: 128 }, () => ({
       user: random(users.length),
       amount: BigInt(1 + random(900)),

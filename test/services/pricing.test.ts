@@ -19,7 +19,7 @@ import type { Catalogue } from '../../src/domain/catalogue.js';
 import { BillingError } from '../../src/domain/errors.js';
 import { priceTokens, priceUsage, type PricingSubject, type Usage } from '../../src/ledger/charge/pricing.js';
 import { failure, fund, key } from '../support/app.js';
-import { startServices, type TestServices } from '../support/services.js';
+import { useServices } from '../support/services.js';
 
 const MUSE_TEXT = readFileSync(new URL('../../config/muse.json', import.meta.url), 'utf8');
 const MU_TEXT = readFileSync(new URL('../../config/mu.json', import.meta.url), 'utf8');
@@ -526,20 +526,8 @@ describe('operations catalogue (domain)', () => {
 });
 
 describe('over RPC against PostgreSQL', () => {
-  let t: TestServices;
+  const t = useServices();
   const PRODUCT = 'muse';
-
-  beforeAll(async () => {
-    t = await startServices();
-  });
-
-  afterAll(async () => {
-    await t?.close();
-  });
-
-  function grant(userId: string, amount: bigint) {
-    return fund(t, userId, amount);
-  }
 
   function tokenUsage(model: string, tokensIn: bigint, tokensOut: bigint, finishReason = 'stop') {
     return { case: 'tokenUsage' as const, value: { model, tokensIn, tokensOut, finishReason } };
@@ -560,7 +548,7 @@ describe('over RPC against PostgreSQL', () => {
 
     beforeAll(async () => {
       await t.admin.setPlan({ userId: user, plan: Plan.PRO });
-      await grant(user, funds);
+      await fund(t, user, funds);
     });
 
     it.each(DEFAULT_TABLE.map((c) => [label(c), c] as const))('%s', async (_name, c) => {
@@ -599,7 +587,7 @@ describe('over RPC against PostgreSQL', () => {
 
     beforeAll(async () => {
       await t.admin.setPlan({ userId: user, plan: Plan.PRO });
-      await grant(user, 100_000n);
+      await fund(t, user, 100_000n);
     });
 
     it('"length" is charged like "stop"', async () => {
@@ -664,7 +652,7 @@ describe('over RPC against PostgreSQL', () => {
     const user = 'pricing-free';
 
     beforeAll(async () => {
-      await grant(user, 20_000n);
+      await fund(t, user, 20_000n);
     });
 
     it.each(PREMIUM)('%s is PERMISSION_DENIED (PLAN_REQUIRED) for a FREE user on Quote and Charge', async (model) => {
@@ -699,7 +687,7 @@ describe('over RPC against PostgreSQL', () => {
     const user = 'pricing-ops';
 
     beforeAll(async () => {
-      await grant(user, 50_000n);
+      await fund(t, user, 50_000n);
     });
 
     it('sample.generate × 3 quotes and charges 6,000', async () => {

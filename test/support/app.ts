@@ -11,6 +11,7 @@ import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { openDatabase } from '../../src/storage/database.js';
 import { Code, ConnectError } from '@connectrpc/connect';
+import { afterAll, beforeAll } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export interface TestApp {
@@ -74,6 +75,21 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
       await database?.drop();
     },
   };
+}
+
+/**
+ * One app for the enclosing file or describe block: started before its first test and
+ * closed after its last. The object is filled in by beforeAll.
+ */
+export function useTestApp(options: TestAppOptions = {}): TestApp {
+  const t = {} as TestApp;
+  beforeAll(async () => {
+    Object.assign(t, await startTestApp(options));
+  });
+  afterAll(async () => {
+    await t.close?.();
+  });
+  return t;
 }
 
 /** How one call ended: its reply, or the ConnectError and typed detail it was refused with. */

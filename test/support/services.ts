@@ -5,6 +5,7 @@
 // startTestApp (test/support/app.ts).
 import { type Client, createClient, createRouterTransport } from '@connectrpc/connect';
 import pino from 'pino';
+import { afterAll, beforeAll } from 'vitest';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
@@ -25,6 +26,18 @@ export interface TestServices {
   readonly admin: Client<typeof AdminService>;
   readonly wallet: Client<typeof WalletService>;
   close(): Promise<void>;
+}
+
+/** One set of services for the enclosing file or describe block (see useTestApp). */
+export function useServices(options: Parameters<typeof startServices>[0] = {}): TestServices {
+  const t = {} as TestServices;
+  beforeAll(async () => {
+    Object.assign(t, await startServices(options));
+  });
+  afterAll(async () => {
+    await t.close?.();
+  });
+  return t;
 }
 
 export async function startServices(options: { catalogue?: 'muse' | 'mu'; env?: Record<string, string> } = {}): Promise<TestServices> {
