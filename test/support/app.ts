@@ -78,18 +78,23 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
 }
 
 /**
- * One app for the enclosing file or describe block: started before its first test and
+ * Something started before the first test of the enclosing file or describe block and
  * closed after its last. The object is filled in by beforeAll.
  */
-export function useTestApp(options: TestAppOptions = {}): TestApp {
-  const t = {} as TestApp;
+export function useStarted<T extends { close(): Promise<void> }>(start: () => Promise<T>): T {
+  const started = {} as T;
   beforeAll(async () => {
-    Object.assign(t, await startTestApp(options));
+    Object.assign(started, await start());
   });
   afterAll(async () => {
-    await t.close?.();
+    await started.close?.();
   });
-  return t;
+  return started;
+}
+
+/** One app for the enclosing file or describe block. */
+export function useTestApp(options: TestAppOptions = {}): TestApp {
+  return useStarted(() => startTestApp(options));
 }
 
 /** How one call ended: its reply, or the ConnectError and typed detail it was refused with. */

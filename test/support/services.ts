@@ -5,7 +5,6 @@
 // startTestApp (test/support/app.ts).
 import { type Client, createClient, createRouterTransport } from '@connectrpc/connect';
 import pino from 'pino';
-import { afterAll, beforeAll } from 'vitest';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
@@ -17,6 +16,7 @@ import { createMetrics } from '../../src/rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from '../../src/rpc/routes.js';
 import { type Database, openDatabase } from '../../src/storage/database.js';
 import { Wallet } from '../../src/wallet/wallet.js';
+import { useStarted } from './app.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 
 export interface TestServices {
@@ -28,16 +28,9 @@ export interface TestServices {
   close(): Promise<void>;
 }
 
-/** One set of services for the enclosing file or describe block (see useTestApp). */
+/** One set of services for the enclosing file or describe block. */
 export function useServices(options: Parameters<typeof startServices>[0] = {}): TestServices {
-  const t = {} as TestServices;
-  beforeAll(async () => {
-    Object.assign(t, await startServices(options));
-  });
-  afterAll(async () => {
-    await t.close?.();
-  });
-  return t;
+  return useStarted(() => startServices(options));
 }
 
 export async function startServices(options: { catalogue?: 'muse' | 'mu'; env?: Record<string, string> } = {}): Promise<TestServices> {
