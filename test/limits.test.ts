@@ -6,7 +6,7 @@
 // refuses exactly what the hand-written checks refuse, with the same field and message
 // (LIMITS_SEED replays a run); (c) over the real server, bad requests are refused after
 // authentication, naming the field, and write nothing.
-import { create, createFileRegistry, type DescMessage, type MessageInitShape, setExtension } from '@bufbuild/protobuf';
+import { create, createFileRegistry, type DescMessage, getOption, type MessageInitShape, setExtension } from '@bufbuild/protobuf';
 import {
   FieldDescriptorProto_Label,
   FieldDescriptorProto_Type,
@@ -37,9 +37,11 @@ import {
 } from '../gen/billing/v1/billing_service_pb.js';
 import { ErrorReason } from '../gen/billing/v1/errors_pb.js';
 import { file_billing_v1_options, limit, LimitSchema, oneof_limit, OneofLimitSchema, StringKind } from '../gen/billing/v1/options_pb.js';
-import { Plan, type TransactionType } from '../gen/billing/v1/types_pb.js';
+import { OperationUsageSchema, Plan, TokenUsageSchema, type TransactionType } from '../gen/billing/v1/types_pb.js';
 import { ListDepositsRequestSchema } from '../gen/billing/v1/wallet_service_pb.js';
+import { HOLD_TTL_SECONDS_MAX } from '../src/domain/catalogue.js';
 import { BillingError } from '../src/domain/errors.js';
+import { AMOUNT_MILLICREDITS_MAX, AMOUNT_MILLICREDITS_MIN } from '../src/domain/money.js';
 import {
   checkAmount,
   checkId,
@@ -51,14 +53,22 @@ import {
   checkText,
   checkTokens,
   checkUserId,
+  IDEMPOTENCY_KEY_LENGTH_MAX,
+  METADATA_ENTRIES_MAX,
+  METADATA_KEY_LENGTH_MAX,
+  METADATA_VALUE_LENGTH_MAX,
+  PAGE_SIZE_MAX,
+  QUANTITY_MAX,
   REASON_LENGTH_MAX,
   REFERENCE_LENGTH_MAX,
+  TOKENS_MAX,
+  USER_ID_LENGTH_MAX,
 } from '../src/domain/validation.js';
 import { checkUsage } from '../src/ledger/charge/usage.js';
-import { checkPromoCode } from '../src/ledger/promo/promo.js';
+import { checkPromoCode, PROMO_MAX_REDEMPTIONS_MAX } from '../src/ledger/promo/promo.js';
 import { checkTopUpDate } from '../src/ledger/top-up/top-up.js';
 import { planFromProto, timestampMsFromProto, typesFromProto } from '../src/rpc/convert.js';
-import { checkRequest, limitedPaths, limitTable, type LimitTable } from '../src/rpc/limits.js';
+import { checkRequest, integerBounds, lengthMax, limitedPaths, limitTable, type LimitTable } from '../src/rpc/limits.js';
 import { SCOPED_SERVICES } from '../src/rpc/routes.js';
 import { failure, key, startTestApp, type TestApp } from './support/app.js';
 
@@ -144,6 +154,26 @@ describe('limits from the contract', () => {
     expect(read).toEqual(HAND_WRITTEN);
     const methods = SCOPED_SERVICES.flatMap((s) => s.methods);
     expect(table.requests.size).toBe(methods.length);
+  });
+
+  it('agree with the constants the operations still hold, until those read them from here', () => {
+    const max = (field: Parameters<typeof integerBounds>[0]) => integerBounds(field).max;
+    expect(lengthMax(GetBalanceRequestSchema.field.userId)).toBe(USER_ID_LENGTH_MAX);
+    expect(lengthMax(ChargeRequestSchema.field.idempotencyKey)).toBe(IDEMPOTENCY_KEY_LENGTH_MAX);
+    expect(lengthMax(ChargeRequestSchema.field.reference)).toBe(REFERENCE_LENGTH_MAX);
+    expect(lengthMax(RefundRequestSchema.field.reason)).toBe(REASON_LENGTH_MAX);
+    expect(max(ListTransactionsRequestSchema.field.pageSize)).toBe(BigInt(PAGE_SIZE_MAX));
+    expect(max(TokenUsageSchema.field.tokensIn)).toBe(TOKENS_MAX);
+    expect(max(OperationUsageSchema.field.quantity)).toBe(QUANTITY_MAX);
+    expect(integerBounds(ChargeRequestSchema.field.amountMillicredits)).toEqual({ min: AMOUNT_MILLICREDITS_MIN, max: AMOUNT_MILLICREDITS_MAX });
+    expect(max(ReserveRequestSchema.field.ttlSeconds)).toBe(BigInt(HOLD_TTL_SECONDS_MAX));
+    expect(max(CreatePromoCodeRequestSchema.field.maxRedemptions)).toBe(PROMO_MAX_REDEMPTIONS_MAX);
+    const metadata = getOption(ChargeRequestSchema.field.metadata, limit).kind;
+    expect(metadata.case === 'map' ? [metadata.value.entriesMax, metadata.value.key?.lengthMax, metadata.value.value?.lengthMax] : []).toEqual([
+      METADATA_ENTRIES_MAX,
+      METADATA_KEY_LENGTH_MAX,
+      METADATA_VALUE_LENGTH_MAX,
+    ]);
   });
 
   it('refuse to start on a malformed option, naming each field', () => {
@@ -422,33 +452,35 @@ describe('the server checks limits after authentication, before the operation', 
 
   it('refuses bad requests with INVALID_ARGUMENT naming the field and the limit, writing nothing', async () => {
     const user = 'limits-user';
-    const cases: [Promise<unknown>, string, string][] = [
-      [t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: amount(1n), ttlSeconds: 86_401 }, auth), 'ttl_seconds', 'must be between 1 and 86400'],
-      [t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse' }, auth), 'usage', 'one of amount_millicredits, token_usage or operation is required'],
-      [t.admin.createPromoCode({ code: 'LIMITS', amountMillicredits: 1n, maxRedemptions: -1n }, auth), 'max_redemptions', 'must be between 0 (unlimited) and 1000000000'],
+    const before = await rowCounts();
+    const cases: [() => Promise<unknown>, string, string][] = [
+      [() => t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse', amount: amount(1n), ttlSeconds: 86_401 }, auth), 'ttl_seconds', 'must be between 1 and 86400'],
+      [() => t.billing.reserve({ userId: user, idempotencyKey: key(), product: 'muse' }, auth), 'usage', 'one of amount_millicredits, token_usage or operation is required'],
+      [() => t.admin.createPromoCode({ code: 'LIMITS', amountMillicredits: 1n, maxRedemptions: -1n }, auth), 'max_redemptions', 'must be between 0 (unlimited) and 1000000000'],
       [
-        t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'tokenUsage', value: { model: '', finishReason: 'stop' } } }, auth),
+        () => t.billing.charge({ userId: user, idempotencyKey: key(), product: 'muse', usage: { case: 'tokenUsage', value: { model: '', finishReason: 'stop' } } }, auth),
         'token_usage.model',
         'is required',
       ],
-      [t.billing.charge({ ...CHARGE, userId: user, idempotencyKey: key(), metadata: { '': 'v' } }, auth), 'metadata.key', 'is required'],
-      [t.admin.setPlan({ userId: user, plan: Plan.UNSPECIFIED }, auth), 'plan', 'must be PLAN_FREE, PLAN_PRO or PLAN_ADMIN'],
-      [t.billing.listTransactions({ userId: user, types: [99 as TransactionType] }, auth), 'types', 'unknown transaction type 99'],
-      [t.admin.runDailyTopUp({ date: '2024-02-30' }, auth), 'date', 'must be a calendar date "YYYY-MM-DD" (UTC), or empty for today'],
-      [t.billing.grant({ ...GRANT, userId: user, idempotencyKey: key(), reason: 'r'.repeat(256) }, auth), 'reason', 'must be at most 255 characters'],
-      [t.billing.redeem({ userId: user, idempotencyKey: key(), code: 'no code' }, auth), 'code', 'must be 1-64 characters of A-Z a-z 0-9 _ -'],
+      [() => t.billing.charge({ ...CHARGE, userId: user, idempotencyKey: key(), metadata: { '': 'v' } }, auth), 'metadata.key', 'is required'],
+      [() => t.admin.setPlan({ userId: user, plan: Plan.UNSPECIFIED }, auth), 'plan', 'must be PLAN_FREE, PLAN_PRO or PLAN_ADMIN'],
+      [() => t.billing.listTransactions({ userId: user, types: [99 as TransactionType] }, auth), 'types', 'unknown transaction type 99'],
+      [() => t.admin.runDailyTopUp({ date: '2024-02-30' }, auth), 'date', 'must be a calendar date "YYYY-MM-DD" (UTC), or empty for today'],
+      [() => t.billing.grant({ ...GRANT, userId: user, idempotencyKey: key(), reason: 'r'.repeat(256) }, auth), 'reason', 'must be at most 255 characters'],
+      [() => t.billing.redeem({ userId: user, idempotencyKey: key(), code: 'no code' }, auth), 'code', 'must be 1-64 characters of A-Z a-z 0-9 _ -'],
       // The wallet has no chains here, so the operation would answer WALLET_DISABLED: the edge answers first.
-      [t.wallet.getDepositAddress({ userId: 'a/b' }, auth), 'user_id', 'may contain only A-Z a-z 0-9 . _ : @ -'],
+      [() => t.wallet.getDepositAddress({ userId: 'a/b' }, auth), 'user_id', 'may contain only A-Z a-z 0-9 . _ : @ -'],
     ];
-    const before = await rowCounts();
     for (const [call, field, message] of cases) {
-      const { error, detail } = await failure(call);
+      const { error, detail } = await failure(call());
       expect(error.code, field).toBe(Code.InvalidArgument);
       expect(detail?.reason, field).toBe(ErrorReason.INVALID_FIELD);
       expect(detail?.field, field).toBe(field);
       expect(error.rawMessage, field).toBe(`${field}: ${message}`);
     }
     expect(await rowCounts()).toBe(before);
+    // With a well-formed user id the wallet's own answer shows: the edge answered above.
+    expect((await failure(t.wallet.getDepositAddress({ userId: 'ok' }, auth))).detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
   });
 
   it('tells a caller without the right token nothing about its request', async () => {
