@@ -10,6 +10,7 @@ import type { Holds } from './ledger/holds/holds.js';
 import { createLedger, type Ledger } from './ledger/ledger.js';
 import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
+import { limitsFromContract } from './rpc/limits.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
@@ -49,7 +50,8 @@ export interface BuildOptions {
  * service tests (test/support/services.ts) use this one list.
  */
 export function interceptors(config: Config, log: Logger, metrics: Metrics, scopes: ScopeTable): Interceptor[] {
-  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes)];
+  // Limits last (innermost): checked after authentication, before the handler.
+  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes), limitsFromContract(SCOPED_SERVICES)];
 }
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {

@@ -79,6 +79,15 @@ const CONNECT_TIMEOUT = /^\d{1,10}$/;
 /** The refusal of a request that did not decode, carried to refusalInterceptor. */
 const REFUSAL = createContextKey<BillingError | undefined>(undefined, { description: 'billing request refusal' });
 
+/**
+ * True when the handler refused the request while decoding it: its message is empty and
+ * the innermost interceptor will throw the refusal, so an interceptor before that one
+ * must not judge the message (src/rpc/limits.ts).
+ */
+export function refusedWhileDecoding(req: { readonly contextValues: ContextValues }): boolean {
+  return req.contextValues.get(REFUSAL) !== undefined;
+}
+
 /** Throws the refusal the handler found, if any; the innermost interceptor. */
 const refusalInterceptor: Interceptor = (next) => async (req) => {
   const refusal = req.contextValues.get(REFUSAL);

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/billing_service.proto.
  */
 export const file_billing_v1_billing_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBiaWxsaW5nL3YxL2JpbGxpbmdfc2VydmljZS5wcm90bxIKYmlsbGluZy52MSIkChFHZXRCYWxhbmNlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIjoKEkdldEJhbGFuY2VSZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIn0KF0xpc3RUcmFuc2FjdGlvbnNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSKgoFdHlwZXMYBCADKA4yGy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uVHlwZSJiChhMaXN0VHJhbnNhY3Rpb25zUmVzcG9uc2USLQoMdHJhbnNhY3Rpb25zGAEgAygLMhcuYmlsbGluZy52MS5UcmFuc2FjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkimQEKDFF1b3RlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSLQoLdG9rZW5fdXNhZ2UYAyABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBCABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSABCBwoFdXNhZ2UifQoNUXVvdGVSZXNwb25zZRIZChFjb3N0X21pbGxpY3JlZGl0cxgBIAEoAxIgCgVwcmljZRgCIAEoCzIRLmJpbGxpbmcudjEuUHJpY2USLwoNd2FpdmVkX3JlYXNvbhgDIAEoDjIYLmJpbGxpbmcudjEuV2FpdmVkUmVhc29uIukBCg5SZXNlcnZlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIdChNhbW91bnRfbWlsbGljcmVkaXRzGAMgASgDSAASLQoLdG9rZW5fdXNhZ2UYBCABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBSABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSAASEwoLdHRsX3NlY29uZHMYBiABKAUSDwoHcHJvZHVjdBgHIAEoCUIICgZhbW91bnQiZQoPUmVzZXJ2ZVJlc3BvbnNlEiwKC3Jlc2VydmF0aW9uGAEgASgLMhcuYmlsbGluZy52MS5SZXNlcnZhdGlvbhIkCgdiYWxhbmNlGAIgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIlIKDlJlbGVhc2VSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJEhYKDnJlc2VydmF0aW9uX2lkGAMgASgJImUKD1JlbGVhc2VSZXNwb25zZRIsCgtyZXNlcnZhdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuUmVzZXJ2YXRpb24SJAoHYmFsYW5jZRgCIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSKAAwoNQ2hhcmdlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIPCgdwcm9kdWN0GAMgASgJEh0KE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANIABItCgt0b2tlbl91c2FnZRgFIAEoCzIWLmJpbGxpbmcudjEuVG9rZW5Vc2FnZUgAEi8KCW9wZXJhdGlvbhgGIAEoCzIaLmJpbGxpbmcudjEuT3BlcmF0aW9uVXNhZ2VIABIWCg5yZXNlcnZhdGlvbl9pZBgHIAEoCRIVCg1hbGxvd19wYXJ0aWFsGAggASgIEhEKCXJlZmVyZW5jZRgJIAEoCRI5CghtZXRhZGF0YRgKIAMoCzInLmJpbGxpbmcudjEuQ2hhcmdlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIHCgV1c2FnZSL1AQoOQ2hhcmdlUmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEhwKFGNoYXJnZWRfbWlsbGljcmVkaXRzGAIgASgDEh4KFnNob3J0ZmFsbF9taWxsaWNyZWRpdHMYAyABKAMSLwoNd2FpdmVkX3JlYXNvbhgEIAEoDjIYLmJpbGxpbmcudjEuV2FpdmVkUmVhc29uEiAKBXByaWNlGAUgASgLMhEuYmlsbGluZy52MS5QcmljZRIkCgdiYWxhbmNlGAYgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIn4KDVJlZnVuZFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSFgoOdHJhbnNhY3Rpb25faWQYAyABKAkSGwoTYW1vdW50X21pbGxpY3JlZGl0cxgEIAEoAxIOCgZyZWFzb24YBSABKAkiZAoOUmVmdW5kUmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2Ui/QEKDEdyYW50UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRINCgNza3UYAyABKAlIABIdChNhbW91bnRfbWlsbGljcmVkaXRzGAQgASgDSAASDgoGcmVhc29uGAUgASgJEhEKCXJlZmVyZW5jZRgGIAEoCRI4CghtZXRhZGF0YRgHIAMoCzImLmJpbGxpbmcudjEuR3JhbnRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgcKBWdyYW50ImMKDUdyYW50UmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UiRwoNUmVkZWVtUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIMCgRjb2RlGAMgASgJImQKDlJlZGVlbVJlc3BvbnNlEiwKC3RyYW5zYWN0aW9uGAEgASgLMhcuYmlsbGluZy52MS5UcmFuc2FjdGlvbhIkCgdiYWxhbmNlGAIgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlMsIFCg5CaWxsaW5nU2VydmljZRJUCgpHZXRCYWxhbmNlEh0uYmlsbGluZy52MS5HZXRCYWxhbmNlUmVxdWVzdBoeLmJpbGxpbmcudjEuR2V0QmFsYW5jZVJlc3BvbnNlIgeQAgHI8xgBEmYKEExpc3RUcmFuc2FjdGlvbnMSIy5iaWxsaW5nLnYxLkxpc3RUcmFuc2FjdGlvbnNSZXF1ZXN0GiQuYmlsbGluZy52MS5MaXN0VHJhbnNhY3Rpb25zUmVzcG9uc2UiB5ACAcjzGAESRQoFUXVvdGUSGC5iaWxsaW5nLnYxLlF1b3RlUmVxdWVzdBoZLmJpbGxpbmcudjEuUXVvdGVSZXNwb25zZSIHkAIByPMYARJICgdSZXNlcnZlEhouYmlsbGluZy52MS5SZXNlcnZlUmVxdWVzdBobLmJpbGxpbmcudjEuUmVzZXJ2ZVJlc3BvbnNlIgTI8xgBEkgKB1JlbGVhc2USGi5iaWxsaW5nLnYxLlJlbGVhc2VSZXF1ZXN0GhsuYmlsbGluZy52MS5SZWxlYXNlUmVzcG9uc2UiBMjzGAESRQoGQ2hhcmdlEhkuYmlsbGluZy52MS5DaGFyZ2VSZXF1ZXN0GhouYmlsbGluZy52MS5DaGFyZ2VSZXNwb25zZSIEyPMYARJFCgZSZWZ1bmQSGS5iaWxsaW5nLnYxLlJlZnVuZFJlcXVlc3QaGi5iaWxsaW5nLnYxLlJlZnVuZFJlc3BvbnNlIgTI8xgCEkIKBUdyYW50EhguYmlsbGluZy52MS5HcmFudFJlcXVlc3QaGS5iaWxsaW5nLnYxLkdyYW50UmVzcG9uc2UiBMjzGAISRQoGUmVkZWVtEhkuYmlsbGluZy52MS5SZWRlZW1SZXF1ZXN0GhouYmlsbGluZy52MS5SZWRlZW1SZXNwb25zZSIEyPMYAWIGcHJvdG8z", [file_billing_v1_options, file_billing_v1_types]);
+  fileDesc("CiBiaWxsaW5nL3YxL2JpbGxpbmdfc2VydmljZS5wcm90bxIKYmlsbGluZy52MSIzChFHZXRCYWxhbmNlUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABIjoKEkdldEJhbGFuY2VSZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIq0BChdMaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEioKCXBhZ2Vfc2l6ZRgCIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgDIAEoCRIyCgV0eXBlcxgEIAMoDjIbLmJpbGxpbmcudjEuVHJhbnNhY3Rpb25UeXBlQgbS8xgCIgAiYgoYTGlzdFRyYW5zYWN0aW9uc1Jlc3BvbnNlEi0KDHRyYW5zYWN0aW9ucxgBIAMoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIr4BCgxRdW90ZVJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARIdCgdwcm9kdWN0GAIgASgJQgzS8xgICgYIAxABGEASLQoLdG9rZW5fdXNhZ2UYAyABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBCABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSABCDwoFdXNhZ2USBtrzGAIIASJ9Cg1RdW90ZVJlc3BvbnNlEhkKEWNvc3RfbWlsbGljcmVkaXRzGAEgASgDEiAKBXByaWNlGAIgASgLMhEuYmlsbGluZy52MS5QcmljZRIvCg13YWl2ZWRfcmVhc29uGAMgASgOMhguYmlsbGluZy52MS5XYWl2ZWRSZWFzb24i0gIKDlJlc2VydmVSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYAyABKANCEdLzGA0SCwgBEICglKWNHSABSAASLQoLdG9rZW5fdXNhZ2UYBCABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBSABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSAASLgoLdHRsX3NlY29uZHMYBiABKAVCGdLzGBUSEwgBEICjBRoLdGhlIGRlZmF1bHQSHQoHcHJvZHVjdBgHIAEoCUIM0vMYCAoGCAMQARhAQhcKBmFtb3VudBIN2vMYCQgBEgV1c2FnZSJlCg9SZXNlcnZlUmVzcG9uc2USLAoLcmVzZXJ2YXRpb24YASABKAsyFy5iaWxsaW5nLnYxLlJlc2VydmF0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UiiQEKDlJlbGVhc2VSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEi8KDnJlc2VydmF0aW9uX2lkGAMgASgJQhfS8xgTChEIBRABIgtyZXNlcnZhdGlvbiJlCg9SZWxlYXNlUmVzcG9uc2USLAoLcmVzZXJ2YXRpb24YASABKAsyFy5iaWxsaW5nLnYxLlJlc2VydmF0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UihAQKDUNoYXJnZVJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARImCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCDdLzGAkKBwgBEAEY/wESHQoHcHJvZHVjdBgDIAEoCUIM0vMYCAoGCAMQARhAEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANCEdLzGA0SCwgBEICglKWNHSABSAASLQoLdG9rZW5fdXNhZ2UYBSABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBiABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSAASLQoOcmVzZXJ2YXRpb25faWQYByABKAlCFdLzGBEKDwgFIgtyZXNlcnZhdGlvbhIVCg1hbGxvd19wYXJ0aWFsGAggASgIEh4KCXJlZmVyZW5jZRgJIAEoCUIL0vMYBwoFCAEY/wESUgoIbWV0YWRhdGEYCiADKAsyJy5iaWxsaW5nLnYxLkNoYXJnZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIX0vMYExoRCBASBggBEAEYQBoFCAEYgAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KBXVzYWdlEgba8xgCCAEi9QEKDkNoYXJnZVJlc3BvbnNlEiwKC3RyYW5zYWN0aW9uGAEgASgLMhcuYmlsbGluZy52MS5UcmFuc2FjdGlvbhIcChRjaGFyZ2VkX21pbGxpY3JlZGl0cxgCIAEoAxIeChZzaG9ydGZhbGxfbWlsbGljcmVkaXRzGAMgASgDEi8KDXdhaXZlZF9yZWFzb24YBCABKA4yGC5iaWxsaW5nLnYxLldhaXZlZFJlYXNvbhIgCgVwcmljZRgFIAEoCzIRLmJpbGxpbmcudjEuUHJpY2USJAoHYmFsYW5jZRgGIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSL0AQoNUmVmdW5kUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIvCg50cmFuc2FjdGlvbl9pZBgDIAEoCUIX0vMYEwoRCAUQASILdHJhbnNhY3Rpb24SSwoTYW1vdW50X21pbGxpY3JlZGl0cxgEIAEoA0Iu0vMYKhIoCAEQgKCUpY0dGhthbGwgdGhhdCByZW1haW5zIHVucmVmdW5kZWQgARIdCgZyZWFzb24YBSABKAlCDdLzGAkKBwgBEAEY/wEiZAoOUmVmdW5kUmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2Ui9wIKDEdyYW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIbCgNza3UYAyABKAlCDNLzGAgKBggDEAEYQEgAEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANCEdLzGA0SCwgBEICglKWNHSABSAASGwoGcmVhc29uGAUgASgJQgvS8xgHCgUIARj/ARIeCglyZWZlcmVuY2UYBiABKAlCC9LzGAcKBQgBGP8BElEKCG1ldGFkYXRhGAcgAygLMiYuYmlsbGluZy52MS5HcmFudFJlcXVlc3QuTWV0YWRhdGFFbnRyeUIX0vMYExoRCBASBggBEAEYQBoFCAEYgAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KBWdyYW50Egba8xgCCAEiYwoNR3JhbnRSZXNwb25zZRIsCgt0cmFuc2FjdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SJAoHYmFsYW5jZRgCIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSJzCg1SZWRlZW1SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEhoKBGNvZGUYAyABKAlCDNLzGAgKBggEEAEYQCJkCg5SZWRlZW1SZXNwb25zZRIsCgt0cmFuc2FjdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SJAoHYmFsYW5jZRgCIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZTLCBQoOQmlsbGluZ1NlcnZpY2USVAoKR2V0QmFsYW5jZRIdLmJpbGxpbmcudjEuR2V0QmFsYW5jZVJlcXVlc3QaHi5iaWxsaW5nLnYxLkdldEJhbGFuY2VSZXNwb25zZSIHkAIByPMYARJmChBMaXN0VHJhbnNhY3Rpb25zEiMuYmlsbGluZy52MS5MaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBokLmJpbGxpbmcudjEuTGlzdFRyYW5zYWN0aW9uc1Jlc3BvbnNlIgeQAgHI8xgBEkUKBVF1b3RlEhguYmlsbGluZy52MS5RdW90ZVJlcXVlc3QaGS5iaWxsaW5nLnYxLlF1b3RlUmVzcG9uc2UiB5ACAcjzGAESSAoHUmVzZXJ2ZRIaLmJpbGxpbmcudjEuUmVzZXJ2ZVJlcXVlc3QaGy5iaWxsaW5nLnYxLlJlc2VydmVSZXNwb25zZSIEyPMYARJICgdSZWxlYXNlEhouYmlsbGluZy52MS5SZWxlYXNlUmVxdWVzdBobLmJpbGxpbmcudjEuUmVsZWFzZVJlc3BvbnNlIgTI8xgBEkUKBkNoYXJnZRIZLmJpbGxpbmcudjEuQ2hhcmdlUmVxdWVzdBoaLmJpbGxpbmcudjEuQ2hhcmdlUmVzcG9uc2UiBMjzGAESRQoGUmVmdW5kEhkuYmlsbGluZy52MS5SZWZ1bmRSZXF1ZXN0GhouYmlsbGluZy52MS5SZWZ1bmRSZXNwb25zZSIEyPMYAhJCCgVHcmFudBIYLmJpbGxpbmcudjEuR3JhbnRSZXF1ZXN0GhkuYmlsbGluZy52MS5HcmFudFJlc3BvbnNlIgTI8xgCEkUKBlJlZGVlbRIZLmJpbGxpbmcudjEuUmVkZWVtUmVxdWVzdBoaLmJpbGxpbmcudjEuUmVkZWVtUmVzcG9uc2UiBMjzGAFiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types]);
 
 /**
  * GetBalanceRequest names the user to read.
@@ -85,7 +85,8 @@ export type ListTransactionsRequest = Message<"billing.v1.ListTransactionsReques
   pageToken: string;
 
   /**
-   * Only transactions of these types; empty for all.
+   * Only transactions of these types, each one TransactionType declares other than
+   * UNSPECIFIED; empty for all.
    *
    * @generated from field: repeated billing.v1.TransactionType types = 4;
    */
@@ -148,7 +149,7 @@ export type QuoteRequest = Message<"billing.v1.QuoteRequest"> & {
   product: string;
 
   /**
-   * What to price.
+   * What to price; exactly one is required.
    *
    * @generated from oneof billing.v1.QuoteRequest.usage
    */
@@ -227,14 +228,15 @@ export type ReserveRequest = Message<"billing.v1.ReserveRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService.
+   * 1–255 chars, no control characters; see BillingService.
    *
    * @generated from field: string idempotency_key = 2;
    */
   idempotencyKey: string;
 
   /**
-   * What to hold.
+   * What to hold; exactly one is required (when none is set the refusal names it "usage",
+   * as in Quote and Charge).
    *
    * @generated from oneof billing.v1.ReserveRequest.amount
    */
@@ -265,7 +267,7 @@ export type ReserveRequest = Message<"billing.v1.ReserveRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * How long the hold lasts, 1–86,400 seconds; 0 means 600.
+   * How long the hold lasts, 1–86,400 seconds; 0 means the configured default (600).
    *
    * @generated from field: int32 ttl_seconds = 6;
    */
@@ -328,14 +330,14 @@ export type ReleaseRequest = Message<"billing.v1.ReleaseRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService.
+   * 1–255 chars, no control characters; see BillingService.
    *
    * @generated from field: string idempotency_key = 2;
    */
   idempotencyKey: string;
 
   /**
-   * The id of a reservation of this user.
+   * The id of a reservation of this user, a decimal from 1 to 2^63 - 1.
    *
    * @generated from field: string reservation_id = 3;
    */
@@ -391,7 +393,7 @@ export type ChargeRequest = Message<"billing.v1.ChargeRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService.
+   * 1–255 chars, no control characters; see BillingService.
    *
    * @generated from field: string idempotency_key = 2;
    */
@@ -436,7 +438,8 @@ export type ChargeRequest = Message<"billing.v1.ChargeRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Capture this hold: it is released and the actual cost debited.
+   * Capture this hold (a reservation id, a decimal from 1 to 2^63 - 1; empty for none): it
+   * is released and the actual cost debited.
    *
    * @generated from field: string reservation_id = 7;
    */
@@ -451,14 +454,15 @@ export type ChargeRequest = Message<"billing.v1.ChargeRequest"> & {
   allowPartial: boolean;
 
   /**
-   * The caller's reference (e.g. a run id), up to 255 chars.
+   * The caller's reference (e.g. a run id), up to 255 chars, no control characters.
    *
    * @generated from field: string reference = 9;
    */
   reference: string;
 
   /**
-   * Caller context, up to 16 entries; keys up to 64 chars, values up to 512 chars.
+   * Caller context, up to 16 entries; keys 1–64 chars, values up to 512 chars, neither
+   * with control characters.
    *
    * @generated from field: map<string, string> metadata = 10;
    */
@@ -542,14 +546,14 @@ export type RefundRequest = Message<"billing.v1.RefundRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService.
+   * 1–255 chars, no control characters; see BillingService.
    *
    * @generated from field: string idempotency_key = 2;
    */
   idempotencyKey: string;
 
   /**
-   * The id of a CHARGE transaction of this user.
+   * The id of a CHARGE transaction of this user, a decimal from 1 to 2^63 - 1.
    *
    * @generated from field: string transaction_id = 3;
    */
@@ -563,7 +567,7 @@ export type RefundRequest = Message<"billing.v1.RefundRequest"> & {
   amountMillicredits: bigint;
 
   /**
-   * Why, 1–255 chars.
+   * Why, 1–255 chars, no control characters.
    *
    * @generated from field: string reason = 5;
    */
@@ -619,7 +623,7 @@ export type GrantRequest = Message<"billing.v1.GrantRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService. For subscription invoices use the invoice id, so a
+   * 1–255 chars, no control characters; see BillingService. For subscription invoices use the invoice id, so a
    * redelivered webhook grants once.
    *
    * @generated from field: string idempotency_key = 2;
@@ -633,7 +637,7 @@ export type GrantRequest = Message<"billing.v1.GrantRequest"> & {
    */
   grant: {
     /**
-     * A catalogue SKU: "pro_monthly", "boost_50", "boost_110", "boost_250".
+     * A catalogue SKU, 1–64 chars of [a-z0-9._-]: "pro_monthly", "boost_50", "boost_110", "boost_250".
      *
      * @generated from field: string sku = 3;
      */
@@ -650,21 +654,23 @@ export type GrantRequest = Message<"billing.v1.GrantRequest"> & {
   } | { case: undefined; value?: undefined };
 
   /**
-   * Why; required with amount_millicredits, optional with a SKU; up to 255 chars.
+   * Why; required with amount_millicredits, optional with a SKU; up to 255 chars, no
+   * control characters.
    *
    * @generated from field: string reason = 5;
    */
   reason: string;
 
   /**
-   * The invoice or payment id, up to 255 chars.
+   * The invoice or payment id, up to 255 chars, no control characters.
    *
    * @generated from field: string reference = 6;
    */
   reference: string;
 
   /**
-   * Caller context, up to 16 entries; keys up to 64 chars, values up to 512 chars.
+   * Caller context, up to 16 entries; keys 1–64 chars, values up to 512 chars, neither
+   * with control characters.
    *
    * @generated from field: map<string, string> metadata = 7;
    */
@@ -720,7 +726,7 @@ export type RedeemRequest = Message<"billing.v1.RedeemRequest"> & {
   userId: string;
 
   /**
-   * 1–255 chars; see BillingService.
+   * 1–255 chars, no control characters; see BillingService.
    *
    * @generated from field: string idempotency_key = 2;
    */
@@ -772,7 +778,7 @@ export const RedeemResponseSchema: GenMessage<RedeemResponse> = /*@__PURE__*/
 /**
  * BillingService is called by product, subscription and payment backends to check, hold,
  * spend and earn credits. Every call that moves credits carries an idempotency_key
- * (1–255 chars, scoped to the user): a replay with the same request returns the original
+ * (1–255 chars without control characters, scoped to the user): a replay with the same request returns the original
  * result and changes nothing; the same key with a different request is ALREADY_EXISTS
  * (IDEMPOTENCY_KEY_REUSED). A rejected request records nothing under its key, so it may be
  * retried with the same key once its cause is gone.

@@ -2,16 +2,282 @@
 // @generated from file billing/v1/options.proto (package billing.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenEnum, GenExtension, GenFile } from "@bufbuild/protobuf/codegenv2";
-import { enumDesc, extDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MethodOptions } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { FieldOptions, MethodOptions, OneofOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file billing/v1/options.proto.
  */
 export const file_billing_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEqYwoFU2NvcGUSFQoRU0NPUEVfVU5TUEVDSUZJRUQQABIPCgtTQ09QRV9TUEVORBABEg8KC1NDT1BFX0dSQU5UEAISDwoLU0NPUEVfQURNSU4QAxIQCgxTQ09QRV9XQUxMRVQQBDpJCgVzY29wZRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKA4yES5iaWxsaW5nLnYxLlNjb3BlUgVzY29wZWIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("ChhiaWxsaW5nL3YxL29wdGlvbnMucHJvdG8SCmJpbGxpbmcudjEi7wEKBUxpbWl0EikKBnN0cmluZxgBIAEoCzIXLmJpbGxpbmcudjEuU3RyaW5nTGltaXRIABIrCgdpbnRlZ2VyGAIgASgLMhguYmlsbGluZy52MS5JbnRlZ2VyTGltaXRIABIjCgNtYXAYAyABKAsyFC5iaWxsaW5nLnYxLk1hcExpbWl0SAASMAoKa25vd25fZW51bRgEIAEoCzIaLmJpbGxpbmcudjEuS25vd25FbnVtTGltaXRIABIvCgl0aW1lc3RhbXAYBSABKAsyGi5iaWxsaW5nLnYxLlRpbWVzdGFtcExpbWl0SABCBgoEa2luZCJ9CgtTdHJpbmdMaW1pdBIkCgRraW5kGAEgASgOMhYuYmlsbGluZy52MS5TdHJpbmdLaW5kEhAKCHJlcXVpcmVkGAIgASgIEhIKCmxlbmd0aF9tYXgYAyABKA0SDQoFaWRfb2YYBCABKAkSEwoLZW1wdHlfbWVhbnMYBSABKAkiUgoMSW50ZWdlckxpbWl0EgsKA21pbhgBIAEoAxILCgNtYXgYAiABKAMSEgoKemVyb19tZWFucxgDIAEoCRIUCgxib3VuZHNfYXBhcnQYBCABKAgibQoITWFwTGltaXQSEwoLZW50cmllc19tYXgYASABKA0SJAoDa2V5GAIgASgLMhcuYmlsbGluZy52MS5TdHJpbmdMaW1pdBImCgV2YWx1ZRgDIAEoCzIXLmJpbGxpbmcudjEuU3RyaW5nTGltaXQiEAoOS25vd25FbnVtTGltaXQiEAoOVGltZXN0YW1wTGltaXQiMwoKT25lb2ZMaW1pdBIQCghyZXF1aXJlZBgBIAEoCBITCgtyZXBvcnRlZF9hcxgCIAEoCSpjCgVTY29wZRIVChFTQ09QRV9VTlNQRUNJRklFRBAAEg8KC1NDT1BFX1NQRU5EEAESDwoLU0NPUEVfR1JBTlQQAhIPCgtTQ09QRV9BRE1JThADEhAKDFNDT1BFX1dBTExFVBAEKrQBCgpTdHJpbmdLaW5kEhsKF1NUUklOR19LSU5EX1VOU1BFQ0lGSUVEEAASFAoQU1RSSU5HX0tJTkRfVEVYVBABEhcKE1NUUklOR19LSU5EX1VTRVJfSUQQAhIUChBTVFJJTkdfS0lORF9OQU1FEAMSGgoWU1RSSU5HX0tJTkRfUFJPTU9fQ09ERRAEEhIKDlNUUklOR19LSU5EX0lEEAUSFAoQU1RSSU5HX0tJTkRfREFURRAGOkkKBXNjb3BlEh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuY4DIAEoDjIRLmJpbGxpbmcudjEuU2NvcGVSBXNjb3BlOkgKBWxpbWl0Eh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi6jgMgASgLMhEuYmlsbGluZy52MS5MaW1pdFIFbGltaXQ6WAoLb25lb2ZfbGltaXQSHS5nb29nbGUucHJvdG9idWYuT25lb2ZPcHRpb25zGLuOAyABKAsyFi5iaWxsaW5nLnYxLk9uZW9mTGltaXRSCm9uZW9mTGltaXRiBnByb3RvMw", [file_google_protobuf_descriptor]);
+
+/**
+ * Limit is the shape a request field must have: its length, its characters, its range or
+ * its entries. The server reads every (billing.v1.limit) of every request message at
+ * start-up (one that is malformed stops the start-up, naming the field) and checks each
+ * request against them before the operation runs, after authentication; a field that
+ * breaks its limit is INVALID_ARGUMENT (INVALID_FIELD) naming the field, and nothing is
+ * read or written. Fields are checked in the order they are declared. What needs the
+ * catalogue, the clock or the database (an unknown SKU, model or operation, a date too
+ * old, a code that does not exist) and what depends on another field (Grant's reason) are
+ * the operations' own checks, not limits.
+ *
+ * @generated from message billing.v1.Limit
+ */
+export type Limit = Message<"billing.v1.Limit"> & {
+  /**
+   * The kind of limit; exactly one is required.
+   *
+   * @generated from oneof billing.v1.Limit.kind
+   */
+  kind: {
+    /**
+     * A string field.
+     *
+     * @generated from field: billing.v1.StringLimit string = 1;
+     */
+    value: StringLimit;
+    case: "string";
+  } | {
+    /**
+     * An integer field (int32 or int64).
+     *
+     * @generated from field: billing.v1.IntegerLimit integer = 2;
+     */
+    value: IntegerLimit;
+    case: "integer";
+  } | {
+    /**
+     * A map<string, string> field.
+     *
+     * @generated from field: billing.v1.MapLimit map = 3;
+     */
+    value: MapLimit;
+    case: "map";
+  } | {
+    /**
+     * An enum field, singular or repeated.
+     *
+     * @generated from field: billing.v1.KnownEnumLimit known_enum = 4;
+     */
+    value: KnownEnumLimit;
+    case: "knownEnum";
+  } | {
+    /**
+     * A google.protobuf.Timestamp field.
+     *
+     * @generated from field: billing.v1.TimestampLimit timestamp = 5;
+     */
+    value: TimestampLimit;
+    case: "timestamp";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message billing.v1.Limit.
+ * Use `create(LimitSchema)` to create a new message.
+ */
+export const LimitSchema: GenMessage<Limit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 0);
+
+/**
+ * StringLimit is the limit of a string field (or of a map's keys or values).
+ *
+ * @generated from message billing.v1.StringLimit
+ */
+export type StringLimit = Message<"billing.v1.StringLimit"> & {
+  /**
+   * The shape; required.
+   *
+   * @generated from field: billing.v1.StringKind kind = 1;
+   */
+  kind: StringKind;
+
+  /**
+   * The empty string is refused ("is required"; an id's own refusal for STRING_KIND_ID).
+   *
+   * @generated from field: bool required = 2;
+   */
+  required: boolean;
+
+  /**
+   * The most characters, counted as UTF-16 code units (for the ASCII kinds, characters).
+   *
+   * @generated from field: uint32 length_max = 3;
+   */
+  lengthMax: number;
+
+  /**
+   * STRING_KIND_ID only, required there: what the id names in the refusal, e.g.
+   * "reservation".
+   *
+   * @generated from field: string id_of = 4;
+   */
+  idOf: string;
+
+  /**
+   * STRING_KIND_DATE only, on a field that is not required: what the empty string means
+   * (the operation fills it in), named in the refusal, e.g. "today".
+   *
+   * @generated from field: string empty_means = 5;
+   */
+  emptyMeans: string;
+};
+
+/**
+ * Describes the message billing.v1.StringLimit.
+ * Use `create(StringLimitSchema)` to create a new message.
+ */
+export const StringLimitSchema: GenMessage<StringLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 1);
+
+/**
+ * IntegerLimit is the accepted range of an integer field, within its type.
+ *
+ * @generated from message billing.v1.IntegerLimit
+ */
+export type IntegerLimit = Message<"billing.v1.IntegerLimit"> & {
+  /**
+   * The smallest value accepted.
+   *
+   * @generated from field: int64 min = 1;
+   */
+  min: bigint;
+
+  /**
+   * The largest value accepted; at least min.
+   *
+   * @generated from field: int64 max = 2;
+   */
+  max: bigint;
+
+  /**
+   * When set, 0 is accepted too and means this (the operation fills it in), e.g. "the
+   * default". With min 1 or more the refusal does not mention it; with min 0 it is named
+   * in the refusal: "must be between 0 (unlimited) and N". Needs min of 0 or more.
+   *
+   * @generated from field: string zero_means = 3;
+   */
+  zeroMeans: string;
+
+  /**
+   * Refuse with "must be at least <min>" or "must be at most <max>" instead of the usual
+   * "must be between <min> and <max>".
+   *
+   * @generated from field: bool bounds_apart = 4;
+   */
+  boundsApart: boolean;
+};
+
+/**
+ * Describes the message billing.v1.IntegerLimit.
+ * Use `create(IntegerLimitSchema)` to create a new message.
+ */
+export const IntegerLimitSchema: GenMessage<IntegerLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 2);
+
+/**
+ * MapLimit is the limit of a map<string, string> field. Entries are checked in the order
+ * of their keys (UTF-16 code units); a key's refusal names "<field>.key", a value's
+ * "<field>[<key>]".
+ *
+ * @generated from message billing.v1.MapLimit
+ */
+export type MapLimit = Message<"billing.v1.MapLimit"> & {
+  /**
+   * The most entries. Refusal: "must have at most N entries".
+   *
+   * @generated from field: uint32 entries_max = 1;
+   */
+  entriesMax: number;
+
+  /**
+   * The limit of every key; required.
+   *
+   * @generated from field: billing.v1.StringLimit key = 2;
+   */
+  key?: StringLimit;
+
+  /**
+   * The limit of every value; required.
+   *
+   * @generated from field: billing.v1.StringLimit value = 3;
+   */
+  value?: StringLimit;
+};
+
+/**
+ * Describes the message billing.v1.MapLimit.
+ * Use `create(MapLimitSchema)` to create a new message.
+ */
+export const MapLimitSchema: GenMessage<MapLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 3);
+
+/**
+ * KnownEnumLimit accepts only the values the enum declares, other than its zero value.
+ * Refusals: "must be A, B or C" on a singular field; "unknown <enum name in words> N" on a
+ * repeated one.
+ *
+ * @generated from message billing.v1.KnownEnumLimit
+ */
+export type KnownEnumLimit = Message<"billing.v1.KnownEnumLimit"> & {
+};
+
+/**
+ * Describes the message billing.v1.KnownEnumLimit.
+ * Use `create(KnownEnumLimitSchema)` to create a new message.
+ */
+export const KnownEnumLimitSchema: GenMessage<KnownEnumLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 4);
+
+/**
+ * TimestampLimit accepts an unset timestamp, or one from 0001-01-01T00:00:00Z to
+ * 9999-12-31T23:59:59.999999999Z with nanos from 0 to 999,999,999 (RFC 3339's range).
+ * Refusal: "is not a valid timestamp".
+ *
+ * @generated from message billing.v1.TimestampLimit
+ */
+export type TimestampLimit = Message<"billing.v1.TimestampLimit"> & {
+};
+
+/**
+ * Describes the message billing.v1.TimestampLimit.
+ * Use `create(TimestampLimitSchema)` to create a new message.
+ */
+export const TimestampLimitSchema: GenMessage<TimestampLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 5);
+
+/**
+ * OneofLimit is the limit of a oneof.
+ *
+ * @generated from message billing.v1.OneofLimit
+ */
+export type OneofLimit = Message<"billing.v1.OneofLimit"> & {
+  /**
+   * One member must be set. Refusal: "one of a, b or c is required", the members in the
+   * order they are declared.
+   *
+   * @generated from field: bool required = 1;
+   */
+  required: boolean;
+
+  /**
+   * The name the refusal gives the oneof, where it is not the oneof's own.
+   *
+   * @generated from field: string reported_as = 2;
+   */
+  reportedAs: string;
+};
+
+/**
+ * Describes the message billing.v1.OneofLimit.
+ * Use `create(OneofLimitSchema)` to create a new message.
+ */
+export const OneofLimitSchema: GenMessage<OneofLimit> = /*@__PURE__*/
+  messageDesc(file_billing_v1_options, 6);
 
 /**
  * Scope is what a bearer token must carry to call a method. Every method of every
@@ -64,10 +330,97 @@ export const ScopeSchema: GenEnum<Scope> = /*@__PURE__*/
   enumDesc(file_billing_v1_options, 0);
 
 /**
+ * StringKind is the shape of a string: which characters it may hold, and how a refusal
+ * is worded.
+ *
+ * @generated from enum billing.v1.StringKind
+ */
+export enum StringKind {
+  /**
+   * Never valid: a string limit must name its kind.
+   *
+   * @generated from enum value: STRING_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Free text: anything but control characters (U+0000–U+001F, U+007F) and lone
+   * surrogates. Needs length_max. Refusals: "must be at most N characters", "must not
+   * contain control characters", "must be valid Unicode (no lone surrogates)".
+   *
+   * @generated from enum value: STRING_KIND_TEXT = 1;
+   */
+  TEXT = 1,
+
+  /**
+   * A user id: A-Z a-z 0-9 . _ : @ -. Needs length_max. Refusals: "must be at most N
+   * characters", "may contain only A-Z a-z 0-9 . _ : @ -".
+   *
+   * @generated from enum value: STRING_KIND_USER_ID = 2;
+   */
+  USER_ID = 2,
+
+  /**
+   * A product, operation, entitlement or SKU name: a-z 0-9 . _ -. Needs length_max.
+   * Refusal: "must be 1-N characters of a-z 0-9 . _ -".
+   *
+   * @generated from enum value: STRING_KIND_NAME = 3;
+   */
+  NAME = 3,
+
+  /**
+   * A promo code: A-Z a-z 0-9 _ -, matched case-insensitively. Needs length_max. Refusal:
+   * "must be 1-N characters of A-Z a-z 0-9 _ -".
+   *
+   * @generated from enum value: STRING_KIND_PROMO_CODE = 4;
+   */
+  PROMO_CODE = 4,
+
+  /**
+   * The decimal form of a row id: 1 to 2^63 - 1 (a PostgreSQL bigint), no sign, no
+   * leading zeros. Needs id_of; takes no length_max. Refusal: "must be the id of a
+   * <id_of> (a decimal from 1 to 9223372036854775807)", also for an empty required id.
+   *
+   * @generated from enum value: STRING_KIND_ID = 5;
+   */
+  ID = 5,
+
+  /**
+   * A calendar date "YYYY-MM-DD" (UTC); takes no length_max. Refusal: "must be a calendar
+   * date "YYYY-MM-DD" (UTC)", followed by ", or empty for <empty_means>" when set.
+   *
+   * @generated from enum value: STRING_KIND_DATE = 6;
+   */
+  DATE = 6,
+}
+
+/**
+ * Describes the enum billing.v1.StringKind.
+ */
+export const StringKindSchema: GenEnum<StringKind> = /*@__PURE__*/
+  enumDesc(file_billing_v1_options, 1);
+
+/**
  * The scope a caller's token needs for this method.
  *
  * @generated from extension: billing.v1.Scope scope = 51001;
  */
 export const scope: GenExtension<MethodOptions, Scope> = /*@__PURE__*/
   extDesc(file_billing_v1_options, 0);
+
+/**
+ * The shape this request field must have; see Limit.
+ *
+ * @generated from extension: billing.v1.Limit limit = 51002;
+ */
+export const limit: GenExtension<FieldOptions, Limit> = /*@__PURE__*/
+  extDesc(file_billing_v1_options, 1);
+
+/**
+ * The limit of this request oneof; see Limit.
+ *
+ * @generated from extension: billing.v1.OneofLimit oneof_limit = 51003;
+ */
+export const oneof_limit: GenExtension<OneofOptions, OneofLimit> = /*@__PURE__*/
+  extDesc(file_billing_v1_options, 2);
 
