@@ -4,6 +4,10 @@
 // (INTERNAL) instead of being revived half-filled; a retry after either writes nothing.
 import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHARGE_RESULT } from '../../src/ledger/charge/charge.js';
+import { HOLD_RESULT } from '../../src/ledger/holds/holds.js';
+import { TRANSACTION_RESULT } from '../../src/ledger/kernel/credit.js';
+import { decodeReplay, type ReplayKind } from '../../src/ledger/kernel/replay.js';
 import { failure, fund, key } from '../support/app.js';
 import { startServices, type TestServices } from '../support/services.js';
 
@@ -71,6 +75,44 @@ describe('replay records', () => {
     const held = await t.billing.reserve(hold);
     await rewrite(user, hold.idempotencyKey, "result - 'v' - 'kind'");
     expect(await t.billing.reserve(hold)).toEqual(held);
+
+    // The optional fields: a capture (reservation_id), a waived charge (waived_reason) and a
+    // refund (refunded_transaction_id). The old writer stored exactly these fields, without
+    // the envelope.
+    const captureHold = await t.billing.reserve({ ...hold, idempotencyKey: key('h') });
+    const capture = { ...request, idempotencyKey: key('c'), reservationId: captureHold.reservation!.id };
+    const waived = {
+      userId: user,
+      idempotencyKey: key('c'),
+      product: 'muse',
+      usage: { case: 'tokenUsage' as const, value: { model: 'gpt-5-mini', tokensIn: 10n, tokensOut: 10n, finishReason: 'tool_calls' } },
+    };
+    const captured = await t.billing.charge(capture);
+    const waivedReply = await t.billing.charge(waived);
+    const refund = { userId: user, idempotencyKey: key('r'), transactionId: first.transaction!.id, amountMillicredits: 0n, reason: 'refund' };
+    const refunded = await t.billing.refund(refund);
+    expect(captured.transaction!.reservationId).toBe(captureHold.reservation!.id);
+    expect(waivedReply.waivedReason).not.toBe(0);
+    expect(refunded.transaction!.refundedTransactionId).toBe(first.transaction!.id);
+    for (const k of [capture.idempotencyKey, waived.idempotencyKey, refund.idempotencyKey]) await rewrite(user, k, "result - 'v' - 'kind'");
+    const beforeRetries = await counts();
+    expect(await t.billing.charge(capture)).toEqual(captured);
+    expect(await t.billing.charge(waived)).toEqual(waivedReply);
+    expect(await t.billing.refund(refund)).toEqual(refunded);
+    expect(await counts()).toBe(beforeRetries);
+  });
+
+  it('written by every operation of this file decode under the schema of their kind', async () => {
+    const kinds = { charge: CHARGE_RESULT, hold: HOLD_RESULT, transaction: TRANSACTION_RESULT } as const;
+    const rows = await t.app.db.query<{ result: { v?: number; kind?: keyof typeof kinds } }>(
+      "select result from idempotency_keys where result ? 'v'",
+    );
+    expect(new Set(rows.map((r) => r.result.kind))).toEqual(new Set(['charge', 'hold', 'transaction']));
+    for (const { result } of rows) {
+      const kind: ReplayKind<unknown> | undefined = kinds[result.kind!] as ReplayKind<unknown> | undefined;
+      expect(kind, JSON.stringify(result)).toBeDefined();
+      expect(() => decodeReplay(kind!, result)).not.toThrow();
+    }
   });
 
   it('that no longer match their schema are INTERNAL, never a half-filled reply, and write nothing', async () => {

@@ -14,7 +14,7 @@ import type { TransactionResult } from '../kernel/views.js';
  * The idempotency key of a deposit's credit. It starts with a control character, which
  * checkIdempotencyKey refuses from callers, so no Grant or Charge can ever take it.
  */
-export function depositIdempotencyKey(depositId: string): string {
+function depositIdempotencyKey(depositId: string): string {
   return `\u001fdeposit:${depositId}`;
 }
 

@@ -16,6 +16,7 @@ export function freeOperationsFacet(perDay: bigint): AccountFacet {
   return {
     columns: `coalesce((select f.used from daily_free_usage f where f.user_id = a.user_id and f.day = ${TODAY}), 0)::text as free_used`,
     read: (row: Row, account: AccountRow) => ({ ...account, freeOperationsRemaining: maxBigint(0n, perDay - toBigint(row.free_used)) }),
+    unseen: (account: AccountRow) => ({ ...account, freeOperationsRemaining: perDay }),
   };
 }
 

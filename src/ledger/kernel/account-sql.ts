@@ -35,28 +35,23 @@ export interface AccountFacet {
    * (e.g. ends expired holds so the stored amounts match what counts).
    */
   afterLock?(s: SqlSession, row: Row, account: AccountRow): Promise<void>;
+  /** The facet's part of an account never written (no row to read). */
+  unseen?(account: AccountRow): AccountRow;
 }
 
-/** An account never written: 0 on the FREE plan, as the facets would read it. */
-export function emptyAccount(userId: string, freeOperationsPerDay: bigint): AccountRow {
-  return {
-    userId,
-    balanceMillicredits: 0n,
-    reservedMillicredits: 0n,
-    plan: 'FREE',
-    entitlements: [],
-    freeOperationsRemaining: freeOperationsPerDay,
-  };
+/**
+ * The kernel's part of an account: what user_accounts stores. A facet fills in the rest;
+ * without the free-operations facet no operation is free (fail closed).
+ */
+function baseAccount(userId: string): AccountRow {
+  return { userId, balanceMillicredits: 0n, reservedMillicredits: 0n, plan: 'FREE', entitlements: [], freeOperationsRemaining: 0n };
 }
 
 /** Reads and locks accounts with a fixed set of facets. */
 export class AccountStore {
   private readonly columns: string;
 
-  constructor(
-    private readonly facets: readonly AccountFacet[],
-    private readonly freeOperationsPerDay: bigint,
-  ) {
+  constructor(private readonly facets: readonly AccountFacet[]) {
     this.columns = [
       'a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements',
       ...facets.map((f) => f.columns),
@@ -65,12 +60,11 @@ export class AccountStore {
 
   private map(row: Row): AccountRow {
     const base: AccountRow = {
-      userId: String(row.user_id),
+      ...baseAccount(String(row.user_id)),
       balanceMillicredits: toBigint(row.balance),
       reservedMillicredits: toBigint(row.reserved),
       plan: row.plan as Plan,
       entitlements: [...((row.entitlements as string[] | null) ?? [])].sort(),
-      freeOperationsRemaining: this.freeOperationsPerDay,
     };
     return this.facets.reduce((account, facet) => facet.read(row, account), base);
   }
@@ -82,7 +76,7 @@ export class AccountStore {
 
   /** Reads an account without locking it; a user never seen reads as empty. */
   async read(s: Pick<SqlSession, 'query'>, userId: string): Promise<AccountRow> {
-    return (await this.find(s, userId)) ?? emptyAccount(userId, this.freeOperationsPerDay);
+    return (await this.find(s, userId)) ?? this.facets.reduce((account, f) => (f.unseen ? f.unseen(account) : account), baseAccount(userId));
   }
 
   /** Reads an account that must exist (it was just written). */

@@ -3,7 +3,7 @@
 // PostgreSQL's now() is when the transaction began, and a transaction may wait a long time
 // for an account lock. Two requests on one account would then judge a hold's expiry out of
 // lock order: the one that locked second could capture a hold the first had just found
-// expired, because it began earlier. So lockAccount records the clock at the moment the lock
+// expired, because it began earlier. So the account lock (AccountStore.lock, account-sql.ts) records the clock at the moment the lock
 // is granted, and every statement of the unit of work reads that instant. Outside a unit of
 // work (plain reads, the sweeper) it is now().
 

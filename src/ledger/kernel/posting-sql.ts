@@ -4,7 +4,7 @@ import type { SqlSession } from '../../storage/database.js';
 import { toBigint } from '../../storage/rows.js';
 import type { TransactionRow } from './transactions-sql.js';
 
-export interface Posting {
+interface Posting {
   account: string;
   amountMillicredits: bigint;
 }

@@ -15,7 +15,7 @@ import { PLANS } from '../../domain/catalogue.js';
 import { TRANSACTION_TYPES } from './names.js';
 import type { BalanceView, TransactionView } from './views.js';
 
-export const REPLAY_VERSION = 1;
+const REPLAY_VERSION = 1;
 
 /** JSON.stringify replacer that keeps bigints exact: {"$bigint":"123"}. */
 export function bigintReplacer(_key: string, value: unknown): unknown {
@@ -59,8 +59,11 @@ export const transactionRecord = z.object({
   createdAtMs: storedMs,
 });
 
-/** True when A and B are the same type; used as `const _: Same<…> = true`. */
-export type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+/**
+ * True only when A and B are the same type, optional fields included (mutual
+ * assignability would let an optional field be renamed); used as `const _: Same<…> = true`.
+ */
+export type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 const balanceMatchesView: Same<z.output<typeof balanceRecord>, BalanceView> = true;
 const transactionMatchesView: Same<z.output<typeof transactionRecord>, TransactionView> = true;
 void balanceMatchesView;

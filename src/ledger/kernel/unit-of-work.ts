@@ -11,7 +11,7 @@ import { appendTransaction, type LedgerWrite } from './posting-sql.js';
 import { decodeReplay, encodeReplay, type ReplayKind } from './replay.js';
 import { balanceView, type BalanceView, type TransactionView } from './views.js';
 
-export interface MutationKey {
+interface MutationKey {
   userId: string;
   idempotencyKey: string;
   /** requestHash() of the validated request. */
@@ -36,7 +36,7 @@ export class Kernel {
     readonly catalogue: Catalogue,
     facets: readonly AccountFacet[],
   ) {
-    this.accounts = new AccountStore(facets, catalogue.dailyFreePerDay);
+    this.accounts = new AccountStore(facets);
   }
 
   /** The balance of a user as things stand, without locking; 0 on FREE for a user never seen. */
