@@ -10,7 +10,7 @@ import type { Holds } from './ledger/holds/holds.js';
 import { createLedger, type Ledger } from './ledger/ledger.js';
 import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
-import { limitsFromContract } from './rpc/limits.js';
+import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
@@ -45,19 +45,34 @@ export interface BuildOptions {
   readonly log?: Logger;
 }
 
+/** What the contract states about every method: the scope it needs and its request limits. */
+export interface ContractRules {
+  readonly scopes: ScopeTable;
+  readonly limits: LimitTable;
+}
+
 /**
- * The interceptors every call passes, outermost first. The server and the in-process
- * service tests (test/support/services.ts) use this one list.
+ * Reads the scopes and limits from the descriptors. A method without a scope, or a
+ * malformed limit, throws here, naming it: the server does not start.
  */
-export function interceptors(config: Config, log: Logger, metrics: Metrics, scopes: ScopeTable): Interceptor[] {
-  // Limits last (innermost): checked after authentication, before the handler.
-  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, scopes), limitsFromContract(SCOPED_SERVICES)];
+export function readContract(): ContractRules {
+  return { scopes: scopeTable(SCOPED_SERVICES), limits: limitTable(SCOPED_SERVICES) };
+}
+
+/**
+ * The interceptors every call passes, outermost first (the last runs innermost, so limits
+ * are checked after auth: an unauthenticated caller learns nothing). The server and the
+ * in-process service tests (test/support/services.ts) use this one list.
+ */
+export function interceptors(config: Config, log: Logger, metrics: Metrics, contract: ContractRules): Interceptor[] {
+  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits)];
 }
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
   const log = options.log ?? pino({ level: config.logLevel, base: { service: 'billing' } });
-  // First: a method the contract left without a scope stops the start-up before anything opens.
-  const scopes = scopeTable(SCOPED_SERVICES);
+  // First: a method the contract left without a scope, or a malformed limit, stops the
+  // start-up before anything opens.
+  const contract = readContract();
   const ownsDb = !options.db;
   const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
   const ledger = createLedger(db, config.catalogue);
@@ -71,7 +86,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     host: config.host,
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
-    interceptors: interceptors(config, log, metrics, scopes),
+    interceptors: interceptors(config, log, metrics, contract),
     routes: routes({ ledger, wallet, probe: () => db.ping() }),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).

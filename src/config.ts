@@ -5,11 +5,19 @@ import { resolve } from 'node:path';
 import cron from 'node-cron';
 import { getAddress } from 'ethers';
 import { z } from 'zod';
-import { HOLD_TTL_SECONDS_MAX, type Catalogue, type ModelPrice, type OperationPrice } from './domain/catalogue.js';
-import { AMOUNT_MILLICREDITS_MAX, parseDecimal } from './domain/money.js';
+import { GrantRequestSchema, ReserveRequestSchema } from '../gen/billing/v1/billing_service_pb.js';
+import type { Catalogue, ModelPrice, OperationPrice } from './domain/catalogue.js';
+import { parseDecimal } from './domain/money.js';
 import { type ChainName, type ChainSpec, CHAINS, chainByName, defaultTokens, type TokenSpec } from './wallet/chains.js';
 import { loadWalletKeys, WalletKeyError, type WalletKeys } from './wallet/keys.js';
 import { type ExactDecimal, parseExact } from './wallet/pricing.js';
+import { integerBounds } from './rpc/limits.js';
+
+// Bounds the catalogue shares with requests, read from the contract where they are stated.
+/** The longest hold a caller may ask for (ReserveRequest.ttl_seconds): the default must be one. */
+const HOLD_TTL_SECONDS_MAX = Number(integerBounds(ReserveRequestSchema.field.ttlSeconds).max);
+/** The largest amount one request may move (GrantRequest.amount_millicredits): a SKU or price must be one. */
+const AMOUNT_MILLICREDITS_MAX = integerBounds(GrantRequestSchema.field.amountMillicredits).max;
 
 export type Scope = 'spend' | 'grant' | 'admin' | 'wallet';
 export const SCOPES: readonly Scope[] = ['spend', 'grant', 'admin', 'wallet'];

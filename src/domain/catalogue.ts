@@ -35,5 +35,3 @@ export interface Catalogue {
   readonly holdTtlSecondsDefault: number;
 }
 
-/** The longest hold: one day. */
-export const HOLD_TTL_SECONDS_MAX = 86_400;

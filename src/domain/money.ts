@@ -2,10 +2,6 @@
 
 /** 1 credit = 1,000 milli-credits. */
 export const MILLICREDITS_PER_CREDIT = 1000n;
-/** The smallest amount a request may move. */
-export const AMOUNT_MILLICREDITS_MIN = 1n;
-/** The largest amount one request may move: 10^12 milli-credits (10^9 credits). */
-export const AMOUNT_MILLICREDITS_MAX = 1_000_000_000_000n;
 /**
  * The largest balance one account may hold: 10^15 milli-credits. Far above any real
  * balance, far below int64, so sums of a balance and an amount can never overflow.

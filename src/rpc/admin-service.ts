@@ -13,7 +13,7 @@ export function adminService({ plans, promos, topUps, verify }: Ledger): Partial
       return { balance: balanceToProto(await plans.setEntitlement(req.userId, req.entitlement, req.active)) };
     },
     async createPromoCode(req) {
-      const expiresAtMs = timestampMsFromProto(req.expiresAt, 'expires_at');
+      const expiresAtMs = timestampMsFromProto(req.expiresAt);
       const created = await promos.create({
         code: req.code,
         amountMillicredits: req.amountMillicredits,

@@ -15,7 +15,7 @@ import {
   WaivedReason as ProtoWaived,
 } from '../../gen/billing/v1/types_pb.js';
 import type { Plan } from '../domain/catalogue.js';
-import { invalidField } from '../domain/errors.js';
+import { unchecked } from '../domain/request.js';
 import type { PriceBreakdown, Usage, WaivedReason } from '../ledger/charge/pricing.js';
 import type { ReservationView } from '../ledger/holds/holds.js';
 import type { TransactionType } from '../ledger/kernel/names.js';
@@ -49,14 +49,14 @@ const WAIVED_TO_PROTO: Readonly<Record<WaivedReason, ProtoWaived>> = {
 
 export function planFromProto(plan: ProtoPlan, field = 'plan'): Plan {
   const found = (Object.entries(PLAN_TO_PROTO) as [Plan, ProtoPlan][]).find(([, p]) => p === plan);
-  if (!found) throw invalidField(field, 'must be PLAN_FREE, PLAN_PRO or PLAN_ADMIN');
+  if (!found) throw unchecked(`${field} ${plan}`);
   return found[0];
 }
 
 export function typesFromProto(types: readonly ProtoTransactionType[], field = 'types'): TransactionType[] {
   return types.map((t) => {
     const found = (Object.entries(TYPE_TO_PROTO) as [TransactionType, ProtoTransactionType][]).find(([, p]) => p === t);
-    if (!found) throw invalidField(field, `unknown transaction type ${t}`);
+    if (!found) throw unchecked(`${field} ${t}`);
     return found[0];
   });
 }
@@ -137,17 +137,9 @@ export function reservationToProto(r: ReservationView) {
   });
 }
 
-/** Valid google.protobuf.Timestamp seconds: 0001-01-01 to 9999-12-31 (UTC). */
-const TIMESTAMP_SECONDS_MIN = -62_135_596_800n;
-const TIMESTAMP_SECONDS_MAX = 253_402_300_799n;
-
-/** An optional Timestamp as epoch milliseconds (sub-millisecond part dropped). */
-export function timestampMsFromProto(ts: Timestamp | undefined, field: string): number | undefined {
-  if (!ts) return undefined;
-  if (ts.seconds < TIMESTAMP_SECONDS_MIN || ts.seconds > TIMESTAMP_SECONDS_MAX || ts.nanos < 0 || ts.nanos > 999_999_999) {
-    throw invalidField(field, 'is not a valid timestamp');
-  }
-  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
+/** An optional Timestamp as epoch milliseconds (sub-millisecond part dropped); its range is the contract's. */
+export function timestampMsFromProto(ts: Timestamp | undefined): number | undefined {
+  return ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000) : undefined;
 }
 
 export function promoCodeToProto(p: PromoCodeView): MessageInitShape<typeof PromoCodeSchema> {

@@ -29,7 +29,7 @@ import {
 } from '../../gen/billing/v1/options_pb.js';
 import { invalidField } from '../domain/errors.js';
 // The shape of a row id is a storage fact the page tokens share: one definition of it.
-import { ID_MAX, isId } from '../domain/validation.js';
+import { ID_MAX, isId } from '../domain/request.js';
 import { refusedWhileDecoding } from './handler.js';
 
 /** A string rule, read from a StringLimit. */
@@ -438,9 +438,4 @@ export function limitsInterceptor(table: LimitTable): Interceptor {
     if (!req.stream && !refusedWhileDecoding(req)) checkRequest(table, req.method.input, req.message);
     return next(req);
   };
-}
-
-/** The interceptor for `services`, its table read from their descriptors (throws if an option is malformed). */
-export function limitsFromContract(services: readonly DescService[]): Interceptor {
-  return limitsInterceptor(limitTable(services));
 }

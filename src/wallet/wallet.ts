@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { DepositTerms, WalletConfig } from '../config.js';
 import { BillingError } from '../domain/errors.js';
-import { checkPageSize, checkUserId, isId } from '../domain/validation.js';
+import { isId, pageSize as pageSizeOf } from '../domain/request.js';
 import { cutPage, pageCodec } from '../domain/paging.js';
 import { creditDeposit } from '../ledger/deposits/credit.js';
 import type { Kernel } from '../ledger/kernel/unit-of-work.js';
@@ -175,7 +175,6 @@ export class Wallet {
     if (!this.watchers.some((w) => w.state === 'watching')) {
       throw new BillingError('WALLET_NOT_READY', 'crypto deposits are not available yet: no chain has answered its start-up check; try again shortly');
     }
-    checkUserId(userId);
     const row = (await findAddress(this.db, userId)) ?? (await allocateAddress(this.db, userId, (i) => keys.addressAt(i)));
     const address = keys.addressAt(row.derivationIndex);
     if (address.toLowerCase() !== row.address) throw new Error(`deposit address of ${userId} does not re-derive from its index`);
@@ -199,8 +198,7 @@ export class Wallet {
 
   async listDeposits(input: { userId: string; pageSize: number; pageToken: string }): Promise<{ deposits: DepositView[]; nextPageToken: string }> {
     this.require();
-    checkUserId(input.userId);
-    const pageSize = checkPageSize(input.pageSize);
+    const pageSize = pageSizeOf(input.pageSize);
     const beforeId = DEPOSIT_PAGES.decode(input.pageToken);
     const rows = await listDeposits(this.db, input.userId, { ...(beforeId ? { beforeId } : {}), limit: pageSize + 1 });
     const { page, nextPageToken } = cutPage(rows, pageSize, DEPOSIT_PAGES, (row) => row.id);

@@ -6,9 +6,9 @@ import { z } from 'zod';
 import type { Catalogue } from '../../domain/catalogue.js';
 import { BillingError } from '../../domain/errors.js';
 import { minBigint } from '../../domain/money.js';
-import { checkIdempotencyKey, checkMetadata, checkName, checkText, checkUserId, REFERENCE_LENGTH_MAX } from '../../domain/validation.js';
+import { sortedMetadata } from '../../domain/request.js';
 import { addFreeUsage } from '../free-operations/free-operations.js';
-import { checkReservationId, lockActiveHold } from '../holds/holds.js';
+import { lockActiveHold } from '../holds/holds.js';
 import { settleReservation, type ReservationRow } from '../holds/sql.js';
 import type { AccountRow } from '../kernel/account-sql.js';
 import { placeholderTransaction } from '../kernel/credit.js';
@@ -18,7 +18,7 @@ import { balanceRecord, replayKind, type Same, storedBigint, transactionRecord }
 import type { Decision, Kernel } from '../kernel/unit-of-work.js';
 import { balanceView, type BalanceView, type TransactionView } from '../kernel/views.js';
 import { checkPriceable, type PriceBreakdown, type PricedUsage, priceUsage, type Usage, type WaivedReason } from './pricing.js';
-import { asEstimate, checkUsage } from './usage.js';
+import { asEstimate, normalUsage } from './usage.js';
 
 export interface ChargeInput {
   userId: string;
@@ -156,10 +156,8 @@ export class Charges {
 
   /** Prices a usage for the user as things stand, without charging or locking. */
   async quote(input: QuoteInput): Promise<QuoteResult> {
-    const userId = checkUserId(input.userId);
-    checkName(input.product, 'product');
-    const usage = checkUsage(asEstimate(input.usage));
-    const account = await this.kernel.accounts.read(this.kernel.db, userId);
+    const usage = normalUsage(asEstimate(input.usage));
+    const account = await this.kernel.accounts.read(this.kernel.db, input.userId);
     const priced = priceUsage(this.kernel.catalogue, usage, account);
     return {
       costMillicredits: priced.chargeMillicredits,
@@ -169,13 +167,10 @@ export class Charges {
   }
 
   async charge(input: ChargeInput): Promise<ChargeResult> {
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    const product = checkName(input.product, 'product');
-    const usage = checkUsage(input.usage);
-    const reference = checkText(input.reference, 'reference', REFERENCE_LENGTH_MAX, false);
-    const metadata = checkMetadata(input.metadata);
-    const reservationId = input.reservationId ? checkReservationId(input.reservationId) : '';
+    const { userId, idempotencyKey, product, reference } = input;
+    const usage = normalUsage(input.usage);
+    const metadata = sortedMetadata(input.metadata);
+    const reservationId = input.reservationId ?? '';
     // Unknown models and operations are refused before any lock is taken.
     checkPriceable(this.kernel.catalogue, usage);
     const request: ChargeRequest = { userId, idempotencyKey, product, allowPartial: input.allowPartial, reference, metadata };

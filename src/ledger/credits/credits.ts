@@ -2,17 +2,7 @@
 // catalogue or an explicit amount) or back from a product's revenue against one of the
 // user's charges, never more than remains of it.
 import { BillingError, invalidField } from '../../domain/errors.js';
-import {
-  checkAmount,
-  checkId,
-  checkIdempotencyKey,
-  checkMetadata,
-  checkName,
-  checkText,
-  checkUserId,
-  REASON_LENGTH_MAX,
-  REFERENCE_LENGTH_MAX,
-} from '../../domain/validation.js';
+import { sortedMetadata, unchecked } from '../../domain/request.js';
 import { creditDecision, TRANSACTION_RESULT } from '../kernel/credit.js';
 import { requestHash } from '../kernel/idempotency-sql.js';
 import { revenueAccount, SYSTEM_GRANTS } from '../kernel/names.js';
@@ -42,12 +32,11 @@ export class Credits {
   constructor(private readonly kernel: Kernel) {}
 
   async grant(input: GrantInput): Promise<TransactionResult> {
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    const reference = checkText(input.reference, 'reference', REFERENCE_LENGTH_MAX, false);
-    const metadata = checkMetadata(input.metadata);
+    const { userId, idempotencyKey, reference, reason } = input;
+    const metadata = sortedMetadata(input.metadata);
     const { amount, sku } = this.resolveGrant(input);
-    const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, sku === '');
+    // A grant of a SKU is explained by the SKU; an explicit amount needs a reason.
+    if (sku === '' && reason === '') throw invalidField('reason', 'is required');
     const hash = requestHash('Grant', [sku, amount, reason, reference, metadata]);
     return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (_s, account) =>
       creditDecision(this.kernel.catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, {
@@ -64,21 +53,16 @@ export class Credits {
 
   private resolveGrant(input: GrantInput): { amount: bigint; sku: string } {
     const grant = input.grant;
-    if (!grant) throw invalidField('grant', 'one of sku or amount_millicredits is required');
-    if (grant.kind === 'amount') return { amount: checkAmount(grant.amountMillicredits), sku: '' };
-    // Checked before the lookup: the refusal below quotes the name.
-    checkName(grant.sku, 'sku');
+    if (!grant) throw unchecked('a grant without sku or amount');
+    if (grant.kind === 'amount') return { amount: grant.amountMillicredits, sku: '' };
     const amount = this.kernel.catalogue.skus.get(grant.sku);
     if (amount === undefined) throw invalidField('sku', `unknown SKU "${grant.sku}"`, 'UNKNOWN_SKU');
     return { amount, sku: grant.sku };
   }
 
   async refund(input: RefundInput): Promise<TransactionResult> {
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    checkId(input.transactionId, 'transaction_id', 'transaction');
-    const requested = input.amountMillicredits === 0n ? 0n : checkAmount(input.amountMillicredits);
-    const reason = checkText(input.reason, 'reason', REASON_LENGTH_MAX, true);
+    const { userId, idempotencyKey, reason } = input;
+    const requested = input.amountMillicredits;
     const hash = requestHash('Refund', [input.transactionId, requested, reason]);
     return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const found = await findChargeForRefund(s, userId, input.transactionId);

@@ -1,6 +1,6 @@
 // Reading a user's money: the balance as things stand and the history of transactions.
 // Nothing here locks or writes; an unknown user reads as 0 on the FREE plan.
-import { checkPageSize, checkUserId, isId } from '../../domain/validation.js';
+import { isId, pageSize as pageSizeOf } from '../../domain/request.js';
 import { cutPage, pageCodec } from '../../domain/paging.js';
 import type { TransactionType } from '../kernel/names.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
@@ -21,12 +21,11 @@ export class History {
 
   /** An unknown user reads as 0 on the FREE plan; nothing is created. */
   async balance(userId: string): Promise<BalanceView> {
-    return this.kernel.balance(checkUserId(userId));
+    return this.kernel.balance(userId);
   }
 
   async transactions(input: ListInput): Promise<{ transactions: TransactionView[]; nextPageToken: string }> {
-    checkUserId(input.userId);
-    const pageSize = checkPageSize(input.pageSize);
+    const pageSize = pageSizeOf(input.pageSize);
     const beforeId = TRANSACTION_PAGES.decode(input.pageToken);
     const rows = await listTransactions(this.kernel.db, input.userId, {
       ...(beforeId ? { beforeId } : {}),

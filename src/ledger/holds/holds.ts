@@ -2,12 +2,10 @@
 // (charge/), and the sweeper expires the ones nobody settled. Expired holds stop counting
 // the moment they expire (holdsFacet in sql.ts).
 import { z } from 'zod';
-import { HOLD_TTL_SECONDS_MAX } from '../../domain/catalogue.js';
-import { BillingError, invalidField } from '../../domain/errors.js';
-import { checkId, checkIdempotencyKey, checkName, checkUserId } from '../../domain/validation.js';
+import { BillingError } from '../../domain/errors.js';
 import type { SqlSession } from '../../storage/database.js';
 import { priceUsage, type Usage } from '../charge/pricing.js';
-import { asEstimate, checkUsage } from '../charge/usage.js';
+import { asEstimate, normalUsage } from '../charge/usage.js';
 import { requestHash } from '../kernel/idempotency-sql.js';
 import { balanceRecord, replayKind, type Same, storedBigint } from '../kernel/replay.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
@@ -65,10 +63,6 @@ export interface ReleaseInput {
 /** Accounts swept per sweeper transaction. */
 export const SWEEP_BATCH_ACCOUNTS = 500;
 
-export function checkReservationId(value: string, field = 'reservation_id'): string {
-  return checkId(value, field, 'reservation');
-}
-
 export function reservationView(row: ReservationRow): ReservationView {
   return { ...row };
 }
@@ -102,11 +96,9 @@ export class Holds {
 
   async reserve(input: ReserveInput): Promise<HoldResult> {
     const { catalogue } = this.kernel;
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    const product = checkName(input.product, 'product');
-    const usage = checkUsage(asEstimate(input.usage));
-    const ttlSeconds = this.checkTtl(input.ttlSeconds);
+    const { userId, idempotencyKey, product } = input;
+    const usage = normalUsage(asEstimate(input.usage));
+    const ttlSeconds = input.ttlSeconds === 0 ? catalogue.holdTtlSecondsDefault : input.ttlSeconds;
     const hash = requestHash('Reserve', [product, usage, ttlSeconds]);
     return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const priced = priceUsage(catalogue, usage, account);
@@ -126,9 +118,7 @@ export class Holds {
 
   async release(input: ReleaseInput): Promise<HoldResult> {
     const { catalogue } = this.kernel;
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    const reservationId = checkReservationId(input.reservationId);
+    const { userId, idempotencyKey, reservationId } = input;
     const hash = requestHash('Release', [reservationId]);
     return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
       const hold = await lockReservation(s, userId, reservationId);
@@ -154,13 +144,5 @@ export class Holds {
       swept += batch;
       if (batch < SWEEP_BATCH_ACCOUNTS) return swept;
     }
-  }
-
-  private checkTtl(ttlSeconds: number): number {
-    if (ttlSeconds === 0) return this.kernel.catalogue.holdTtlSecondsDefault;
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > HOLD_TTL_SECONDS_MAX) {
-      throw invalidField('ttl_seconds', `must be between 1 and ${HOLD_TTL_SECONDS_MAX}`);
-    }
-    return ttlSeconds;
   }
 }

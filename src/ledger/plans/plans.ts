@@ -1,7 +1,6 @@
 // Plans and entitlements: state-setting admin operations, idempotent by nature. They move
 // no money, so they write no ledger transaction; the change is logged by the caller.
 import type { Plan } from '../../domain/catalogue.js';
-import { checkName, checkUserId } from '../../domain/validation.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
 import { balanceView, type BalanceView } from '../kernel/views.js';
 import { setEntitlement, setPlan } from './sql.js';
@@ -10,14 +9,11 @@ export class Plans {
   constructor(private readonly kernel: Kernel) {}
 
   async setPlan(userId: string, plan: Plan): Promise<BalanceView> {
-    checkUserId(userId);
     await setPlan(this.kernel.db, userId, plan);
     return this.balance(userId);
   }
 
   async setEntitlement(userId: string, entitlement: string, active: boolean): Promise<BalanceView> {
-    checkUserId(userId);
-    checkName(entitlement, 'entitlement');
     await setEntitlement(this.kernel.db, userId, entitlement, active);
     return this.balance(userId);
   }

@@ -3,7 +3,7 @@
 // the redemption on the code's row and records it in promo_redemptions.
 import { BillingError, invalidField } from '../../domain/errors.js';
 import { cutPage, pageCodec } from '../../domain/paging.js';
-import { checkAmount, checkIdempotencyKey, checkPageSize, checkUserId } from '../../domain/validation.js';
+import { pageSize as pageSizeOf } from '../../domain/request.js';
 import { sqlState, type SqlSession } from '../../storage/database.js';
 import { creditDecision, TRANSACTION_RESULT } from '../kernel/credit.js';
 import { requestHash } from '../kernel/idempotency-sql.js';
@@ -20,11 +20,11 @@ import {
   listPromoCodes,
   type PromoCodeRow,
 } from './sql.js';
-export const PROMO_MAX_REDEMPTIONS_MAX = 1_000_000_000n;
-/** The latest instant a google.protobuf.Timestamp can hold: 9999-12-31T23:59:59.999Z. */
-const TIMESTAMP_MS_MAX = 253_402_300_799_999;
-const CODE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-const PROMO_PAGES = pageCodec('c1.', (key) => CODE_PATTERN.test(key) && key === key.toUpperCase());
+
+// A page token carries the last code of its page; one that could not be a stored code
+// (upper-case, the contract's PROMO_CODE characters) is not a token this service issued.
+const STORED_CODE = /^[A-Z0-9_-]{1,64}$/;
+const PROMO_PAGES = pageCodec('c1.', (key) => STORED_CODE.test(key));
 
 /** A promo code as callers see it. */
 export interface PromoCodeView {
@@ -70,26 +70,17 @@ export interface ListPromoInput {
   pageToken: string;
 }
 
-/** A code as callers may write it: 1–64 chars of [A-Za-z0-9_-], normalised upper-case. */
-export function checkPromoCode(value: string, field = 'code'): string {
-  if (value.length === 0) throw invalidField(field, 'is required');
-  if (!CODE_PATTERN.test(value)) throw invalidField(field, 'must be 1-64 characters of A-Z a-z 0-9 _ -');
+/** Codes are case-insensitive: stored and compared upper-case. */
+function normalCode(value: string): string {
   return value.toUpperCase();
 }
 
-function checkNewPromo(input: CreatePromoInput, nowMs: number): CreatePromoInput {
-  const code = checkPromoCode(input.code);
-  const amountMillicredits = checkAmount(input.amountMillicredits);
-  if (input.maxRedemptions < 0n || input.maxRedemptions > PROMO_MAX_REDEMPTIONS_MAX) {
-    throw invalidField('max_redemptions', `must be between 0 (unlimited) and ${PROMO_MAX_REDEMPTIONS_MAX}`);
-  }
-  const checked: CreatePromoInput = { code, amountMillicredits, maxRedemptions: input.maxRedemptions };
-  if (input.expiresAtMs === undefined) return checked;
-  if (!Number.isSafeInteger(input.expiresAtMs) || input.expiresAtMs > TIMESTAMP_MS_MAX) {
-    throw invalidField('expires_at', 'must be a valid timestamp');
-  }
+/** The code and terms of a new code; its expiry must be in the future. */
+function newPromo(input: CreatePromoInput, nowMs: number): CreatePromoInput {
+  const wanted: CreatePromoInput = { code: normalCode(input.code), amountMillicredits: input.amountMillicredits, maxRedemptions: input.maxRedemptions };
+  if (input.expiresAtMs === undefined) return wanted;
   if (input.expiresAtMs <= nowMs) throw invalidField('expires_at', 'must be in the future');
-  return { ...checked, expiresAtMs: input.expiresAtMs };
+  return { ...wanted, expiresAtMs: input.expiresAtMs };
 }
 
 function notFound(code: string): BillingError {
@@ -121,7 +112,7 @@ export class Promos {
    * succeeds); a different code under the same name is PROMO_CODE_EXISTS.
    */
   async create(input: CreatePromoInput, nowMs: number = Date.now()): Promise<PromoCodeView> {
-    const wanted = checkNewPromo(input, nowMs);
+    const wanted = newPromo(input, nowMs);
     const created = await insertPromoCode(this.kernel.db, wanted);
     if (created) return promoCodeView(created);
     const existing = await findPromoCode(this.kernel.db, wanted.code);
@@ -133,14 +124,14 @@ export class Promos {
   }
 
   async get(code: string): Promise<PromoCodeView> {
-    const normalised = checkPromoCode(code);
+    const normalised = normalCode(code);
     const found = await findPromoCode(this.kernel.db, normalised);
     if (!found) throw notFound(normalised);
     return promoCodeView(found);
   }
 
   async list(input: ListPromoInput): Promise<{ promoCodes: PromoCodeView[]; nextPageToken: string }> {
-    const pageSize = checkPageSize(input.pageSize);
+    const pageSize = pageSizeOf(input.pageSize);
     const afterCode = PROMO_PAGES.decode(input.pageToken);
     const rows = await listPromoCodes(this.kernel.db, { ...(afterCode ? { afterCode } : {}), limit: pageSize + 1 });
     const { page, nextPageToken } = cutPage(rows, pageSize, PROMO_PAGES, (row) => row.code);
@@ -149,7 +140,7 @@ export class Promos {
 
   /** Disables a code; disabling it again changes nothing. Past redemptions stand. */
   async disable(code: string): Promise<PromoCodeView> {
-    const normalised = checkPromoCode(code);
+    const normalised = normalCode(code);
     const disabled = await disablePromoCode(this.kernel.db, normalised);
     if (!disabled) throw notFound(normalised);
     return promoCodeView(disabled);
@@ -162,9 +153,8 @@ export class Promos {
    * transaction and the promo_redemptions row are written in the same transaction.
    */
   async redeem(input: RedeemInput): Promise<TransactionResult> {
-    const userId = checkUserId(input.userId);
-    const idempotencyKey = checkIdempotencyKey(input.idempotencyKey);
-    const code = checkPromoCode(input.code);
+    const { userId, idempotencyKey } = input;
+    const code = normalCode(input.code);
     const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]) };
     try {
       return await this.kernel.post(TRANSACTION_RESULT, key, async (s, account) => {

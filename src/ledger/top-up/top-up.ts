@@ -3,6 +3,7 @@
 // statement; re-runs, overlapping runs and replicas are harmless (see sql.ts).
 import type { Catalogue } from '../../domain/catalogue.js';
 import { invalidField } from '../../domain/errors.js';
+import { unchecked } from '../../domain/request.js';
 import type { Database } from '../../storage/database.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
 import { topUpBatch } from './sql.js';
@@ -12,7 +13,6 @@ export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
 export const TOP_UP_DAYS_BACK_MAX = 7;
 
 const DAY_MS = 86_400_000;
-const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
 
 export interface TopUpResult {
   accountsToppedUp: bigint;
@@ -37,10 +37,9 @@ export function utcDay(at: Date): string {
  */
 export function checkTopUpDate(date: string, now: Date = new Date(), field = 'date'): string {
   if (date === '') return utcDay(now);
-  const parsed = DATE_PATTERN.test(date) ? new Date(`${date}T00:00:00Z`) : undefined;
-  if (!parsed || Number.isNaN(parsed.getTime()) || utcDay(parsed) !== date) {
-    throw invalidField(field, 'must be a calendar date "YYYY-MM-DD" (UTC), or empty for today');
-  }
+  // The contract's DATE limit has refused anything but a calendar date.
+  const parsed = new Date(`${date}T00:00:00Z`);
+  if (Number.isNaN(parsed.getTime()) || utcDay(parsed) !== date) throw unchecked(`the date "${date}"`);
   const today = Date.parse(`${utcDay(now)}T00:00:00Z`);
   if (parsed.getTime() > today) throw invalidField(field, 'must not be in the future (UTC)');
   if (parsed.getTime() < today - TOP_UP_DAYS_BACK_MAX * DAY_MS) {
