@@ -8,12 +8,11 @@ import pino from 'pino';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
-import { interceptors } from '../../src/app.js';
+import { interceptors, readContract } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLedger, type Ledger } from '../../src/ledger/ledger.js';
-import { scopeTable } from '../../src/rpc/auth.js';
 import { createMetrics } from '../../src/rpc/metrics.js';
-import { routes, SCOPED_SERVICES } from '../../src/rpc/routes.js';
+import { routes } from '../../src/rpc/routes.js';
 import { type Database, openDatabase } from '../../src/storage/database.js';
 import { Wallet } from '../../src/wallet/wallet.js';
 import { useStarted } from './app.js';
@@ -48,7 +47,7 @@ export async function startServices(options: { catalogue?: 'muse' | 'mu'; env?: 
   const metrics = createMetrics();
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);
   const transport = createRouterTransport(routes({ ledger, wallet, probe: () => db.ping() }), {
-    router: { interceptors: interceptors(config, log, metrics, scopeTable(SCOPED_SERVICES)) },
+    router: { interceptors: interceptors(config, log, metrics, readContract()) },
   });
   return {
     app: { db, ledger, holds: ledger.holds },
