@@ -6,7 +6,7 @@
 // searched for the mnemonic and the RPC URL's secret path (anvil answers on "/" only, so a
 // loopback proxy plays a provider URL with an API key in its path). The kill points come
 // from a printed seed; DEPOSITS_KILL_SEED=<seed> replays them.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -21,8 +21,8 @@ import { openDatabase } from '../../src/storage/database.js';
 import { accountNodeFromMnemonic } from '../../src/wallet/keys.js';
 import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from '../support/chain.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { killService as killProcess, type RunningService, type ServiceProcess, ServiceProcesses, stopService as stopProcess } from '../support/process.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
 /**
  * A fixed test-only mnemonic (never holds funds): bip39.entropyToMnemonic of
  * sha256("billing deposits-process test mnemonic 3"). Its 24 words are all different, so
@@ -71,69 +71,34 @@ let sql: pg.Pool;
 const dirs: string[] = [];
 
 /** Every process this file started, with everything it printed. */
-interface Proc {
-  readonly label: string;
-  readonly child: ChildProcess;
-  output(): string;
-  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-const procs: Proc[] = [];
+const processes = new ServiceProcesses();
+const procs = processes.all;
+type Proc = ServiceProcess;
 /** How long each service took from spawn to "listening", for the summary. */
 const startups: string[] = [];
 /** How long each SIGTERM took to end its process. */
 const stops: string[] = [];
 
-interface Service extends Proc {
-  readonly port: number;
-}
-
 function spawnProc(label: string, env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  const proc: Proc = { label, child, output: () => output, exit };
-  procs.push(proc);
-  return proc;
+  return processes.spawn(label, { LOG_LEVEL: 'info', ...env });
 }
 
 /** Spawns the service and waits for its "listening" log line. */
-async function startService(label: string, env: Record<string, string>): Promise<Service> {
-  const proc = spawnProc(label, env);
-  const started = Date.now();
-  for (;;) {
-    const match = /"port":(\d+).*"billing service listening"/.exec(proc.output());
-    if (match) {
-      startups.push(`${label} ${Date.now() - started} ms`);
-      return { ...proc, port: Number(match[1]) };
-    }
-    if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-      throw new Error(`${label} exited before listening:\n${proc.output()}`);
-    }
-    if (Date.now() - started > 60_000) throw new Error(`${label} did not start:\n${proc.output()}`);
-    await sleep(20);
-  }
+async function startService(label: string, env: Record<string, string>): Promise<RunningService> {
+  const s = await processes.start(label, { LOG_LEVEL: 'info', ...env });
+  startups.push(`${label} ${s.startupMs} ms`);
+  return s;
 }
 
 async function stopService(s: Proc): Promise<void> {
   const started = Date.now();
-  s.child.kill('SIGTERM');
-  const { code } = await s.exit;
+  const code = await stopProcess(s);
   stops.push(`${s.label} ${Date.now() - started} ms`);
   expect(code, `${s.label} exit code on SIGTERM\n${s.output()}`).toBe(0);
 }
 
 async function killService(s: Proc): Promise<void> {
-  s.child.kill('SIGKILL');
-  const { signal } = await s.exit;
-  expect(signal).toBe('SIGKILL');
+  expect(await killProcess(s)).toBe('SIGKILL');
 }
 
 /** The environment of a service on the shared PostgreSQL database. */
@@ -301,8 +266,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-  await Promise.all(procs.map((p) => p.exit));
+  await processes.killAll();
   await sql?.end();
   await database?.drop();
   await seedFileDatabase?.drop();

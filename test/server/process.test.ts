@@ -1,51 +1,20 @@
 // The service as a process, the way the quick start runs it: starts on the embedded
 // database with no setup, answers curl-style JSON, enforces tokens, stops on SIGTERM.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { ServiceProcesses } from '../support/process.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
-const children: ChildProcess[] = [];
+const processes = new ServiceProcesses();
 const dirs: string[] = [];
 const databases: TestDatabase[] = [];
 
-interface Started {
-  child: ChildProcess;
-  port: number;
-  output: () => string;
-  exit: Promise<number | null>;
-}
-
 /** Spawns `tsx src/main.ts` on this Node and waits for its "listening" log line. */
-function startService(env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', PORT: '0', METRICS_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let output = '';
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not start:\n${output}`)), 60_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /"port":(\d+).*"billing service listening"/.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(match[1]), output: () => output, exit });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exit.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`service exited with ${code}:\n${output}`));
-    });
-  });
+async function startService(env: Record<string, string>) {
+  const s = await processes.start('service', env);
+  return { ...s, exit: s.exit.then(({ code }) => code) };
 }
 
 function dataDir(): string {
@@ -55,7 +24,7 @@ function dataDir(): string {
 }
 
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  await processes.killAll();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   for (const database of databases) await database.drop();
 });
@@ -122,18 +91,11 @@ describe('the service process', () => {
   });
 
   it('refuses to start in production without tokens, listing every configuration error', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '', NODE_ENV: 'production', PORT: 'not-a-port', BILLING_DATA_DIR: dataDir() },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const refused = processes.spawn('refused', { NODE_ENV: 'production', PORT: 'not-a-port', BILLING_DATA_DIR: dataDir() });
+    const { code } = await refused.exit;
     expect(code).toBe(1);
-    expect(stderr).toContain('BILLING_TOKENS');
-    expect(stderr).toContain('PORT');
+    expect(refused.output()).toContain('BILLING_TOKENS');
+    expect(refused.output()).toContain('PORT');
   });
 
   it('two service processes on one PostgreSQL database run the same day\'s top-up once', async () => {
