@@ -379,6 +379,8 @@ export interface BankRunOptions {
   /** Requests to send in total (each copy of a duplicate counts). */
   readonly ops: number;
   readonly concurrency: number;
+  /** Ends the run early: each client stops once it says true. */
+  readonly stop?: () => boolean;
 }
 
 export interface BankHistory {
@@ -422,7 +424,7 @@ export class BankRun {
   private async worker(rng: Rng, index: number): Promise<void> {
     const clients = this.options.clients;
     const home = clients[index % clients.length] as BankClient;
-    while (this.sent < this.options.ops) {
+    while (this.sent < this.options.ops && !this.options.stop?.()) {
       const roll = rng.next();
       if (roll < 0.1 && this.know.usedKeys.length > 0) await this.retry(rng, rng.chance(0.5) ? home : rng.pick(clients));
       else if (roll < 0.13 && this.know.successKeys.length > 0) await this.reuse(rng, home);
@@ -500,7 +502,17 @@ export class BankRun {
     }
   }
 
-  private async attempt(client: BankClient, known: KeyKnown, mode: Mode, expect?: Expectation, group?: Group): Promise<void> {
+  /**
+   * The request first sent under this user's key, sent again with it; a retry like the
+   * clients' own. The attempt is recorded and returned.
+   */
+  resend(client: BankClient, userId: string, key: string): Promise<Attempt> {
+    const known = this.know.keys.get(`${userId}\u0000${key}`);
+    if (!known) throw new Error(`no request was sent under key ${key} of ${userId}`);
+    return this.attempt(client, known, 'retry', known.success ? { replay: known.success } : undefined);
+  }
+
+  private async attempt(client: BankClient, known: KeyKnown, mode: Mode, expect?: Expectation, group?: Group): Promise<Attempt> {
     this.sent += 1;
     const base = {
       userId: known.userId,
@@ -519,5 +531,6 @@ export class BankRun {
     this.attempts.push(attempt);
     group?.attempts.push(attempt);
     if (mode !== 'reuse') this.know.learn(known, attempt);
+    return attempt;
   }
 }

@@ -18,7 +18,8 @@ import { type BankClient, bankClients } from '../bank/clients.js';
 import { describeOutcome, type Outcome } from '../bank/outcome.js';
 import { exactly, messages, race, shape, tally } from '../bank/race.js';
 import { countFrom, Rng, seedFrom } from '../bank/rng.js';
-import { type BankHistory, BankRun, type BankWorld, type PromoSpec } from '../bank/workload.js';
+import { BankRun } from '../bank/workload.js';
+import { describeHistory, setUpWorld } from '../bank/world.js';
 import { fund, key, startTestApp, type TestApp } from '../support/app.js';
 
 const SEED = seedFrom('BANK_SEED');
@@ -48,46 +49,12 @@ afterAll(async () => {
   await open?.t.close();
 });
 
-async function setUpWorld(t: TestApp, catalogue: Catalogue): Promise<BankWorld> {
-  const tag = `bank-${catalogue}`;
-  const users = Array.from({ length: 5 }, (_, i) => `${tag}-u${i}`);
-  const proUser = users[4] as string;
-  await t.admin.setPlan({ userId: proUser, plan: Plan.PRO });
-  if (catalogue === 'muse') await t.admin.setEntitlement({ userId: users[3] as string, entitlement: 'm4l', active: true });
-  const prefix = tag.toUpperCase();
-  const codes: PromoSpec[] = [
-    { code: `${prefix}-OPEN1`, amountMillicredits: 700n, maxRedemptions: 0n },
-    { code: `${prefix}-OPEN2`, amountMillicredits: 300n, maxRedemptions: 0n },
-    { code: `${prefix}-CAP2`, amountMillicredits: 1_000n, maxRedemptions: 2n },
-    { code: `${prefix}-CAP4`, amountMillicredits: 500n, maxRedemptions: 4n },
-  ];
-  for (const c of codes) await t.admin.createPromoCode(c);
-  const products = catalogue === 'muse' ? ['muse', 'vital_ai', 'm4l'] : ['mu', 'news'];
-  return { tag, users, proUser, catalogue: t.app.config.catalogue, products, codes };
-}
-
-function stats(history: BankHistory): string {
-  const counts = new Map<string, number>();
-  for (const a of history.attempts) {
-    const label = `${a.meta.kind}:${a.outcome.ok ? 'ok' : ErrorReason[a.outcome.reason]}`;
-    counts.set(label, (counts.get(label) ?? 0) + 1);
-  }
-  const modes = new Map<string, number>();
-  for (const a of history.attempts) modes.set(a.mode, (modes.get(a.mode) ?? 0) + 1);
-  const rate = Math.round((history.attempts.length / history.elapsedMs) * 1000);
-  return [
-    `${history.attempts.length} requests in ${history.elapsedMs} ms (${rate}/s), ${history.groups.length} duplicate groups`,
-    `modes ${JSON.stringify(Object.fromEntries(modes))}`,
-    `outcomes ${JSON.stringify(Object.fromEntries([...counts].sort()))}`,
-  ].join('\n  ');
-}
-
 const BANK_TITLE = `${CONCURRENCY} clients move credits among 5 hot users; every acknowledged operation is in the ledger exactly once`;
 const BANK_TIMEOUT_MS = 60_000 + OPS_PER_RUN * 40;
 
 async function bank(catalogue: Catalogue): Promise<void> {
   const { t, clients } = await app(catalogue);
-  const world = await setUpWorld(t, catalogue);
+  const world = await setUpWorld(t.admin, t.app.config.catalogue, `bank-${catalogue}`);
   const rng = new Rng(SEED ^ (catalogue === 'mu' ? 0x5bd1e995 : 0));
   const run = new BankRun({ world, clients, rng, ops: OPS_PER_RUN, concurrency: CONCURRENCY });
   await run.seed(20_000n);
@@ -99,7 +66,7 @@ async function bank(catalogue: Catalogue): Promise<void> {
   await t.app.holds.sweep();
   const query = (sql: string, params?: readonly unknown[]) => t.app.db.query(sql, params);
   const problems = await checkBank({ history, world, query, db: t.app.db, admin: t.admin, billing: t.billing, rng });
-  console.log(`bank ${catalogue} (${REPLAY}):\n  ${stats(history)}\n  problems: ${problems.list.length} ${problems.summary().join(', ')}`);
+  console.log(`bank ${catalogue} (${REPLAY}):\n  ${describeHistory(history)}\n  problems: ${problems.list.length} ${problems.summary().join(', ')}`);
   expect(problems.sample(4), `${REPLAY}: ${problems.list.length} problems (${problems.summary().join(', ')})`).toEqual([]);
 }
 
