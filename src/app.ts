@@ -14,6 +14,7 @@ import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js'
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
+import { Admission, admitted, defaultWorkMax } from './storage/admission.js';
 import { type Database, openDatabase } from './storage/database.js';
 import { Wallet } from './wallet/wallet.js';
 
@@ -74,7 +75,9 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   // start-up before anything opens.
   const contract = readContract();
   const ownsDb = !options.db;
-  const db = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
+  const opened = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
+  // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
+  const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
   const ledger = createLedger(db, config.catalogue);
   const { holds, topUps } = ledger;
   const metrics = createMetrics();

@@ -39,6 +39,8 @@ export interface Config {
   readonly logLevel: string;
   /** Largest request body accepted, in bytes. */
   readonly requestBytesMax: number;
+  /** Units of database work admitted at once (storage/admission.ts); default: from the pool's size. */
+  readonly databaseWorkMax?: number;
   readonly wallet: WalletConfig;
 }
 
@@ -161,6 +163,7 @@ const envSchema = z.object({
   NODE_ENV: z.string().default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
+  DATABASE_WORK_MAX: z.coerce.number().int().min(1).max(100_000).optional(),
   DEPOSIT_POLL_SECONDS: z.coerce.number().min(0.1).max(3600).default(15),
   DEPOSIT_BLOCKS_PER_POLL: z.coerce.number().int().min(1).max(10_000).default(100),
 });
@@ -393,6 +396,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     holdSweepSchedule: catalogueResult.sweepSchedule,
     logLevel: e.LOG_LEVEL,
     requestBytesMax: e.REQUEST_BYTES_MAX,
+    ...(e.DATABASE_WORK_MAX ? { databaseWorkMax: e.DATABASE_WORK_MAX } : {}),
     wallet,
   });
 }

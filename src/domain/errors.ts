@@ -27,6 +27,9 @@ export type ErrorReason =
   | 'REQUEST_TOO_LARGE'
   | 'WALLET_DISABLED'
   | 'WALLET_NOT_READY'
+  | 'DATABASE_UNAVAILABLE'
+  | 'DATABASE_CONFLICT'
+  | 'OVERLOADED'
   | 'NOT_IMPLEMENTED';
 
 /** Figures and pointers a caller needs to act on an error. */
@@ -37,6 +40,8 @@ export interface ErrorFacts {
   availableMillicredits?: bigint;
   /** The id of the object the error is about. */
   subject?: string;
+  /** How long the caller should wait before retrying, for a retryable fault. */
+  retryAfterMs?: number;
 }
 
 /** An error raised on purpose: its message is safe to show to the caller. */

@@ -1,6 +1,8 @@
 // One table from domain reasons to Connect codes and billing.v1.ErrorReason, and the
-// interceptor that applies it. Unknown errors are logged and reach the caller as a bare
-// "internal error": their text may hold SQL or secrets.
+// interceptor that applies it. A database fault (the database unreachable, restarting,
+// read-only, out of connections, or a deadlock) becomes UNAVAILABLE or ABORTED with a typed
+// reason, so clients retry it; any other unknown error is logged and reaches the caller as
+// a bare "internal error": its text may hold SQL or secrets.
 import { create } from '@bufbuild/protobuf';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
@@ -33,6 +35,9 @@ export const ERROR_TABLE: Readonly<Record<ErrorReason, readonly [Code, ProtoReas
   REQUEST_TOO_LARGE: [Code.ResourceExhausted, ProtoReason.REQUEST_TOO_LARGE],
   WALLET_DISABLED: [Code.FailedPrecondition, ProtoReason.WALLET_DISABLED],
   WALLET_NOT_READY: [Code.Unavailable, ProtoReason.WALLET_NOT_READY],
+  DATABASE_UNAVAILABLE: [Code.Unavailable, ProtoReason.DATABASE_UNAVAILABLE],
+  DATABASE_CONFLICT: [Code.Aborted, ProtoReason.DATABASE_CONFLICT],
+  OVERLOADED: [Code.Unavailable, ProtoReason.OVERLOADED],
   NOT_IMPLEMENTED: [Code.Unimplemented, ProtoReason.UNSPECIFIED],
 };
 
@@ -44,8 +49,72 @@ export function toConnectError(error: BillingError): ConnectError {
     requiredMillicredits: error.facts.requiredMillicredits ?? 0n,
     availableMillicredits: error.facts.availableMillicredits ?? 0n,
     subject: error.facts.subject ?? '',
+    retryAfterMs: error.facts.retryAfterMs ?? 0,
   });
-  return new ConnectError(bounded(error.message), code, undefined, [{ desc: ErrorDetailSchema, value: detail }]);
+  // gRPC retry policies wait exactly this long before the next attempt (gRFC A6).
+  const metadata = error.facts.retryAfterMs ? { 'grpc-retry-pushback-ms': String(error.facts.retryAfterMs) } : undefined;
+  return new ConnectError(bounded(error.message), code, metadata, [{ desc: ErrorDetailSchema, value: detail }]);
+}
+
+/** The retry hint sent with DATABASE_UNAVAILABLE: a restart or failover takes seconds. */
+export const DATABASE_RETRY_AFTER_MS = 1000;
+
+/**
+ * SQLSTATEs that mean the database cannot do the work now, though the request is fine:
+ * class 08 (connection exception) is matched by its prefix, class 53 (insufficient
+ * resources: too many connections, out of memory or disk) likewise.
+ */
+const UNAVAILABLE_STATES = new Set([
+  '57P01', // admin_shutdown: the server is shutting down (pg_ctl stop -m fast)
+  '57P02', // crash_shutdown: another backend crashed, the server is restarting
+  '57P03', // cannot_connect_now: the server is starting up or shutting down
+  '25006', // read_only_sql_transaction: a primary demoted to standby, or a standby
+  '25P03', // idle_in_transaction_session_timeout: the session was ended under us
+]);
+/** Rolled back to resolve a conflict: nothing was written, and the same call may succeed at once. */
+const CONFLICT_STATES = new Set(['40001', '40P01']); // serialization_failure, deadlock_detected
+/** Socket errors (Node's errno codes) on the way to the database. */
+const SOCKET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/**
+ * What node-postgres and its pool say, without a code, when a connection drops, a pooled
+ * connection does not come in time, or the pool is closed (the server is shutting down).
+ * The one place that reads message text: these errors carry nothing else.
+ */
+const DRIVER_MESSAGES = [
+  /^Connection terminated\b/,
+  /^timeout exceeded when trying to connect$/,
+  /^Client has encountered a connection error and is not queryable$/,
+  /^Client was closed and is not queryable$/,
+  /^Cannot use a pool after calling end on the pool$/,
+  /^Query read timeout$/,
+];
+
+/**
+ * The reason for a database fault, or undefined for anything else. Follows `cause` and an
+ * AggregateError's `errors` (a connection tried on several addresses).
+ */
+export function databaseFault(error: unknown, depth = 0): 'DATABASE_UNAVAILABLE' | 'DATABASE_CONFLICT' | undefined {
+  if (typeof error !== 'object' || error === null || depth > 4) return undefined;
+  const { code, message, cause, errors } = error as { code?: unknown; message?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof code === 'string') {
+    if (CONFLICT_STATES.has(code)) return 'DATABASE_CONFLICT';
+    if (UNAVAILABLE_STATES.has(code) || /^(08|53)[0-9A-Z]{3}$/.test(code) || SOCKET_CODES.has(code)) return 'DATABASE_UNAVAILABLE';
+  }
+  if (typeof message === 'string' && DRIVER_MESSAGES.some((m) => m.test(message))) return 'DATABASE_UNAVAILABLE';
+  for (const inner of [cause, ...(Array.isArray(errors) ? errors : [])]) {
+    const reason = databaseFault(inner, depth + 1);
+    if (reason) return reason;
+  }
+  return undefined;
+}
+
+/** The BillingError a database fault is answered with; its message names no SQL, host or URL. */
+function databaseError(reason: 'DATABASE_UNAVAILABLE' | 'DATABASE_CONFLICT'): BillingError {
+  return reason === 'DATABASE_CONFLICT'
+    ? new BillingError(reason, 'the database rolled the call back to resolve a conflict; retry it now with the same idempotency key')
+    : new BillingError(reason, 'the database is unavailable; retry with backoff and the same idempotency key', {
+        retryAfterMs: DATABASE_RETRY_AFTER_MS,
+      });
 }
 
 /** Longest error message sent, in characters: a message travels in a header (grpc-message). */
@@ -56,7 +125,7 @@ function bounded(message: string): string {
   return message.length <= MESSAGE_LENGTH_MAX ? message : `${message.slice(0, MESSAGE_LENGTH_MAX - 1).toWellFormed()}…`;
 }
 
-/** Translates BillingErrors; hides and logs anything unexpected. */
+/** Translates BillingErrors and database faults; hides and logs anything unexpected. */
 export function errorInterceptor(log: Logger): Interceptor {
   return (next) => async (req) => {
     try {
@@ -64,6 +133,11 @@ export function errorInterceptor(log: Logger): Interceptor {
     } catch (error) {
       if (error instanceof BillingError) throw toConnectError(error);
       if (error instanceof ConnectError) throw error;
+      const fault = databaseFault(error);
+      if (fault) {
+        log.warn({ err: error, procedure: req.url, reason: fault }, 'database fault');
+        throw toConnectError(databaseError(fault));
+      }
       log.error({ err: error, procedure: req.url }, 'unexpected error');
       throw new ConnectError('internal error', Code.Internal);
     }

@@ -40,7 +40,9 @@ async function app(catalogue: Catalogue): Promise<{ t: TestApp; clients: BankCli
   if (open?.catalogue === catalogue) return open;
   await open?.t.close();
   open = undefined;
-  const t = await startTestApp({ catalogue });
+  // 64 clients and races of up to 60 calls: past the default admission bound (32), which
+  // would refuse some as OVERLOADED; the bound is test/server/db-faults.test.ts's subject.
+  const t = await startTestApp({ catalogue, env: { DATABASE_WORK_MAX: '256' } });
   open = { catalogue, t, clients: bankClients(t.url) };
   return open;
 }

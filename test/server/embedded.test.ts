@@ -9,7 +9,8 @@ import { failure, key, outcome, refusal, refused, startTestApp, type TestApp } f
 let t: TestApp;
 
 beforeAll(async () => {
-  t = await startTestApp({ embedded: true });
+  // 40 charges at once: past the default admission bound (32); see test/server/db-faults.test.ts.
+  t = await startTestApp({ embedded: true, env: { DATABASE_WORK_MAX: '256' } });
 });
 
 afterAll(async () => {

@@ -8,7 +8,9 @@ import { verifyLedger } from '../../src/ledger/verify/verify.js';
 import { sqlState } from '../../src/storage/database.js';
 import { failure, fund, key, outcome, refusal, refused, useTestApp } from '../support/app.js';
 
-const t = useTestApp();
+// Races of up to 128 calls at once: past the default admission bound (32), which would
+// refuse some as OVERLOADED; the bound is test/server/db-faults.test.ts's subject.
+const t = useTestApp({ env: { DATABASE_WORK_MAX: '256' } });
 
 function chargeAmount(userId: string, amount: bigint, idempotencyKey = key('charge')) {
   return t.billing.charge({

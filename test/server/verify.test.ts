@@ -13,8 +13,10 @@ let a: TestApp;
 let b: TestApp;
 
 beforeAll(async () => {
-  a = await startTestApp();
-  b = await startTestApp({ databaseUrl: a.database!.url });
+  // A concurrent mix past the default admission bound (32); see test/server/db-faults.test.ts.
+  const env = { DATABASE_WORK_MAX: '256' };
+  a = await startTestApp({ env });
+  b = await startTestApp({ databaseUrl: a.database!.url, env });
 });
 
 afterAll(async () => {
