@@ -137,12 +137,12 @@ async function openPostgres(url: string, poolSizeMax: number, options: DatabaseO
       checkDeadline();
       const left = remainingMs();
       const timeoutMs = Math.max(1, Math.ceil(Math.min(statementTimeoutMs, left ?? statementTimeoutMs)));
-      // One simple-protocol round trip: the bounds hold for this transaction only, so they
-      // are in force behind a transaction pooler and leave nothing behind in the session.
-      await client.query(
-        `begin; set local statement_timeout = ${timeoutMs}; set local idle_in_transaction_session_timeout = ${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
-      );
       try {
+        // One simple-protocol round trip: the bounds hold for this transaction only, so they
+        // are in force behind a transaction pooler and leave nothing behind in the session.
+        await client.query(
+          `begin; set local statement_timeout = ${timeoutMs}; set local idle_in_transaction_session_timeout = ${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
+        );
         const result = await fn({ query: (sql, params) => query(client, sql, params) });
         // Past the deadline the caller has its answer (DEADLINE_EXCEEDED): do not commit.
         checkDeadline();
