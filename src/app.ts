@@ -11,11 +11,12 @@ import { createLedger, type Ledger } from './ledger/ledger.js';
 import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js';
+import { deadlineInterceptor } from './rpc/deadline.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
 import { Admission, admitted, defaultWorkMax } from './storage/admission.js';
-import { type Database, openDatabase } from './storage/database.js';
+import { type Database, databaseSettings, openDatabase } from './storage/database.js';
 import { Wallet } from './wallet/wallet.js';
 
 /** Longest deadline a client may set; longer ones are capped to this. */
@@ -66,7 +67,7 @@ export function readContract(): ContractRules {
  * in-process service tests (test/support/services.ts) use this one list.
  */
 export function interceptors(config: Config, log: Logger, metrics: Metrics, contract: ContractRules): Interceptor[] {
-  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits)];
+  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits), deadlineInterceptor];
 }
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
@@ -75,7 +76,9 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
   // start-up before anything opens.
   const contract = readContract();
   const ownsDb = !options.db;
-  const opened = options.db ?? (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), dataDir: config.dataDir }));
+  const opened =
+    options.db ??
+    (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
   const ledger = createLedger(db, config.catalogue);

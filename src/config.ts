@@ -28,6 +28,10 @@ export interface Config {
   /** Interface to bind; loopback unless tokens are configured. */
   readonly host: string;
   readonly databaseUrl?: string;
+  /** Named prepared statements on PostgreSQL: off behind a transaction pooler (README, "Poolers"). */
+  readonly databasePreparedStatements: 'auto' | 'on' | 'off';
+  /** The longest one statement may run on PostgreSQL; a call's deadline lowers it. */
+  readonly databaseStatementTimeoutMs: number;
   readonly dataDir: string;
   readonly configPath: string;
   readonly production: boolean;
@@ -157,6 +161,8 @@ const envSchema = z.object({
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   HOST: z.string().optional(),
   DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  DATABASE_PREPARED_STATEMENTS: z.enum(['auto', 'on', 'off']).default('auto'),
+  DATABASE_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
   BILLING_DATA_DIR: z.string().min(1).default('./data'),
   BILLING_CONFIG: z.string().min(1).default('config/muse.json'),
   BILLING_TOKENS: z.string().optional(),
@@ -386,6 +392,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPort: e.METRICS_PORT,
     host,
     ...(e.DATABASE_URL ? { databaseUrl: e.DATABASE_URL } : {}),
+    databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS,
+    databaseStatementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
     // "memory://" selects an in-memory embedded database; anything else is a directory.
     dataDir,
     configPath,

@@ -1,10 +1,11 @@
 // npm run migrate — applies pending migrations to the configured database and exits.
 import { loadConfig } from '../config.js';
-import { migrate, openDatabase } from '../storage/database.js';
+import { databaseSettings, migrate, openDatabase } from '../storage/database.js';
 
 const config = loadConfig();
 const db = await openDatabase({
   ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
+  ...databaseSettings(config),
   dataDir: config.dataDir,
   migrate: false,
 });

@@ -12,6 +12,7 @@ import { Migrator } from '@mikro-orm/migrations';
 import { MikroORM as PgliteORM } from '@mikro-orm/pglite';
 import { MikroORM as PostgresORM } from '@mikro-orm/postgresql';
 import type { Pool, PoolClient } from 'pg';
+import { checkDeadline, DeadlineExceededError, remainingMs } from '../domain/deadline.js';
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
@@ -43,10 +44,22 @@ export interface DatabaseOptions {
   readonly poolSizeMax?: number;
   /** Apply pending migrations on open (default true). */
   readonly migrate?: boolean;
+  /**
+   * Named server-side prepared statements: 'auto' (the default) uses them unless the server
+   * sessions turn out to be shared between connections (a transaction pooler such as
+   * PgBouncer in transaction mode, see sharesServerSessions); 'off' never uses them.
+   */
+  readonly preparedStatements?: 'auto' | 'on' | 'off';
+  /** The longest a single statement may run (default STATEMENT_TIMEOUT_MS); a call's deadline lowers it. */
+  readonly statementTimeoutMs?: number;
 }
 
-/** The longest a single statement may run on PostgreSQL. */
+/** The longest a single statement may run on PostgreSQL, unless configured otherwise. */
 export const STATEMENT_TIMEOUT_MS = 10_000;
+/** The longest a transaction may sit idle holding its locks (e.g. a process paused mid-transaction). */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000;
+/** The longest a migration statement may run, including the wait for another replica's migrations. */
+export const MIGRATION_STATEMENT_TIMEOUT_MS = 300_000;
 
 export const migrationsList = [
   { name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger },
@@ -65,6 +78,14 @@ const ormOptions = {
   discovery: { warnWhenNoEntities: false },
 };
 
+/** The DatabaseOptions the configuration sets (src/config.ts), besides where the database is. */
+export function databaseSettings(config: {
+  readonly databasePreparedStatements: 'auto' | 'on' | 'off';
+  readonly databaseStatementTimeoutMs: number;
+}): Pick<DatabaseOptions, 'preparedStatements' | 'statementTimeoutMs'> {
+  return { preparedStatements: config.databasePreparedStatements, statementTimeoutMs: config.databaseStatementTimeoutMs };
+}
+
 /** A PostgreSQL error (from pg or PGlite) with its SQLSTATE and constraint. */
 export function sqlState(error: unknown): { code?: string; constraint?: string } {
   if (typeof error !== 'object' || error === null) return {};
@@ -77,23 +98,22 @@ export function sqlState(error: unknown): { code?: string; constraint?: string }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
   const db = options.databaseUrl
-    ? await openPostgres(options.databaseUrl, options.poolSizeMax ?? 16)
+    ? await openPostgres(options.databaseUrl, options.poolSizeMax ?? 16, options)
     : await openPglite(options.dataDir);
   if (options.migrate ?? true) await migrate(db);
   return db;
 }
 
-async function openPostgres(url: string, poolSizeMax: number): Promise<Database> {
-  const orm = await PostgresORM.init({
-    ...ormOptions,
-    clientUrl: url,
-    pool: { min: 1, max: poolSizeMax },
-    // Bounds on every session: no statement runs past 10 s, no transaction idles past 30 s
-    // holding an account lock (e.g. a process paused mid-transaction).
-    driverOptions: { options: `-c statement_timeout=${STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=30000` },
-  });
+async function openPostgres(url: string, poolSizeMax: number, options: DatabaseOptions): Promise<Database> {
+  // No session settings at connection start-up (a transaction pooler refuses the `options`
+  // start-up parameter, and would hand the session to other clients anyway): each
+  // transaction sets its own bounds with SET LOCAL, in the round trip of its BEGIN.
+  const orm = await PostgresORM.init({ ...ormOptions, clientUrl: url, pool: { min: 1, max: poolSizeMax } });
   const pool = (await orm.em.getDriver().getConnection().getNativeClient()) as Pool;
   await refuseUnsafeDurability(pool);
+  const statementTimeoutMs = options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS;
+  const prepared = options.preparedStatements ?? 'auto';
+  const named = prepared === 'on' || (prepared === 'auto' && poolSizeMax >= 2 && !(await sharesServerSessions(pool)));
   const withClient = async <T>(fn: (client: PoolClient) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
     try {
@@ -102,28 +122,46 @@ async function openPostgres(url: string, poolSizeMax: number): Promise<Database>
       client.release();
     }
   };
-  const names = new PreparedNames();
-  const query = async <R extends Row>(client: PoolClient | Pool, sql: string, params?: readonly unknown[]) => {
-    const name = names.of(sql);
+  const names = named ? new PreparedNames() : undefined;
+  const query = async <R extends Row>(client: PoolClient, sql: string, params?: readonly unknown[]) => {
+    // A call whose deadline passed sends no further statement; its transaction rolls back.
+    checkDeadline();
+    const name = names?.of(sql);
     const values = params as unknown[] | undefined;
     return (await client.query(name ? { name, text: sql, values } : { text: sql, values })).rows as R[];
+  };
+  const transaction = <T>(fn: (session: SqlSession) => Promise<T>): Promise<T> => {
+    // Expired work is not started: not while waiting for a connection, not after.
+    checkDeadline();
+    return withClient(async (client) => {
+      checkDeadline();
+      const left = remainingMs();
+      const timeoutMs = Math.max(1, Math.ceil(Math.min(statementTimeoutMs, left ?? statementTimeoutMs)));
+      try {
+        // One simple-protocol round trip: the bounds hold for this transaction only, so they
+        // are in force behind a transaction pooler and leave nothing behind in the session.
+        await client.query(
+          `begin; set local statement_timeout = ${timeoutMs}; set local idle_in_transaction_session_timeout = ${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
+        );
+        const result = await fn({ query: (sql, params) => query(client, sql, params) });
+        // Past the deadline the caller has its answer (DEADLINE_EXCEEDED): do not commit.
+        checkDeadline();
+        await client.query('commit');
+        return result;
+      } catch (error) {
+        await client.query('rollback').catch(() => undefined);
+        // A statement cut by the time left of the call's deadline.
+        if (sqlState(error).code === '57014' && (remainingMs() ?? 1) <= 0) throw new DeadlineExceededError(undefined, { cause: error });
+        throw error;
+      }
+    });
   };
   return {
     kind: 'postgresql',
     orm,
-    transaction: (fn) =>
-      withClient(async (client) => {
-        await client.query('begin');
-        try {
-          const result = await fn({ query: (sql, params) => query(client, sql, params) });
-          await client.query('commit');
-          return result;
-        } catch (error) {
-          await client.query('rollback').catch(() => undefined);
-          throw error;
-        }
-      }),
-    query: (sql, params) => query(pool, sql, params),
+    transaction,
+    // A statement outside a transaction would run without bounds behind a pooler.
+    query: (sql, params) => transaction((s) => s.query(sql, params)),
     ping: (timeoutMs = 2000) => withTimeout(pool.query('select 1').then(() => true), timeoutMs),
     close: () => orm.close(true),
   };
@@ -145,6 +183,38 @@ class PreparedNames {
       this.names.set(sql, name);
     }
     return name;
+  }
+}
+
+/**
+ * True when the server sessions behind the pool are shared between its connections, as
+ * behind a transaction (or statement) pooler: a connection that was idle finds its server
+ * session in another connection's transaction, or its own next statement on another
+ * session. Named prepared statements live in a server session, so behind such a pooler
+ * they go missing or collide ("prepared statement … does not exist / already exists").
+ * Without a pooler (or behind a session pooler) each connection keeps its session.
+ */
+export async function sharesServerSessions(pool: Pool): Promise<boolean> {
+  const pid = async (client: PoolClient) => (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]?.pid;
+  const a = await pool.connect();
+  try {
+    const b = await pool.connect();
+    try {
+      const idle = await pid(a);
+      await b.query('begin');
+      try {
+        // A pooler hands the session a just freed to the next transaction (PgBouncer
+        // reuses the most recently used server first); a's next statement then needs another.
+        if ((await pid(b)) === idle) return true;
+        return (await pid(a)) !== idle;
+      } finally {
+        await b.query('rollback');
+      }
+    } finally {
+      b.release();
+    }
+  } finally {
+    a.release();
   }
 }
 
@@ -180,7 +250,10 @@ async function openPglite(dataDir: string): Promise<Database> {
     orm,
     // PGlite has one connection; its transaction() holds an exclusive lock, so concurrent
     // units of work queue here instead of interleaving their statements.
-    transaction: (fn) => pglite.transaction((tx) => fn({ query: (sql, params) => query(tx, sql, params) })),
+    transaction: (fn) => {
+      checkDeadline();
+      return pglite.transaction((tx) => fn({ query: (sql, params) => query(tx, sql, params) }));
+    },
     query: (sql, params) => query(pglite, sql, params),
     ping: (timeoutMs = 2000) => withTimeout(pglite.query('select 1').then(() => true), timeoutMs),
     close: async () => {
@@ -203,19 +276,22 @@ async function withTimeout(probe: Promise<boolean>, timeoutMs: number): Promise<
 }
 
 /**
- * Applies pending migrations. On PostgreSQL an advisory lock makes replicas that start
- * together take turns; the second finds nothing pending.
+ * Applies pending migrations. On PostgreSQL they run in one transaction that first takes a
+ * transaction-scoped advisory lock, so replicas that start together take turns (the second
+ * waits, then finds nothing pending) and the lock ends with the transaction: behind a
+ * transaction pooler a session-level lock would be taken in one server session and released
+ * in another, and stay held.
  */
 export async function migrate(db: Database): Promise<string[]> {
-  const run = async () => (await db.orm.migrator.up()).map((m) => m.name);
-  if (db.kind !== 'postgresql') return run();
-  const pool = (await db.orm.em.getDriver().getConnection().getNativeClient()) as Pool;
-  const client = await pool.connect();
-  try {
-    await client.query("select pg_advisory_lock(hashtext('billing.migrations'))");
-    return await run();
-  } finally {
-    await client.query("select pg_advisory_unlock(hashtext('billing.migrations'))").catch(() => undefined);
-    client.release();
-  }
+  if (db.kind !== 'postgresql') return (await db.orm.migrator.up()).map((m) => m.name);
+  const connection = db.orm.em.getDriver().getConnection();
+  return connection.transactional(async (trx) => {
+    await connection.execute(`set local statement_timeout = ${MIGRATION_STATEMENT_TIMEOUT_MS}`, [], 'run', trx);
+    await connection.execute(`set local idle_in_transaction_session_timeout = ${IDLE_IN_TRANSACTION_TIMEOUT_MS}`, [], 'run', trx);
+    await connection.execute(`select pg_advisory_xact_lock(hashtext('${MIGRATION_LOCK}'))`, [], 'run', trx);
+    return (await db.orm.migrator.up({ transaction: trx })).map((m) => m.name);
+  });
 }
+
+/** The advisory lock the migrations hold (hashtext of this text). */
+export const MIGRATION_LOCK = 'billing.migrations';

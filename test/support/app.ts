@@ -9,7 +9,7 @@ import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
 import { ErrorDetailSchema, type ErrorDetail, ErrorReason } from '../../gen/billing/v1/errors_pb.js';
 import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { openDatabase } from '../../src/storage/database.js';
+import { databaseSettings, openDatabase } from '../../src/storage/database.js';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { afterAll, beforeAll } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
@@ -52,6 +52,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
   });
   const db = await openDatabase({
     ...(databaseUrl ? { databaseUrl } : {}),
+    ...databaseSettings(config),
     dataDir: 'memory://',
     // Two test files run at once and some start two apps: 4 × 16 stays well inside the
     // server's max_connections of 100, whatever else is connected.
