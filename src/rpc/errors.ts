@@ -70,6 +70,11 @@ const UNAVAILABLE_STATES = new Set([
   '57P03', // cannot_connect_now: the server is starting up or shutting down
   '25006', // read_only_sql_transaction: a primary demoted to standby, or a standby
   '25P03', // idle_in_transaction_session_timeout: the session was ended under us
+  // query_canceled by the statement timeout cap, and lock_not_available: the database is too
+  // busy to finish in time; nothing was written and a later retry may succeed. (A timeout
+  // that comes from the call's own deadline is answered DEADLINE_EXCEEDED before this.)
+  '57014',
+  '55P03',
 ]);
 /** Rolled back to resolve a conflict: nothing was written, and the same call may succeed at once. */
 const CONFLICT_STATES = new Set(['40001', '40P01']); // serialization_failure, deadlock_detected

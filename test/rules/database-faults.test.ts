@@ -20,6 +20,8 @@ describe('databaseFault', () => {
     ['class 08', withCode('08001')],
     ['class 53', withCode('53300')],
     ['read-only', withCode('25006')],
+    ['cancelled by the statement timeout cap', withCode('57014')],
+    ['a lock not available in time', withCode('55P03')],
   ])('%s is DATABASE_UNAVAILABLE', (_, error) => {
     expect(databaseFault(error)).toBe('DATABASE_UNAVAILABLE');
   });
