@@ -212,6 +212,9 @@ async function startServer(database: TestDatabase): Promise<Server> {
     BILLING_CONFIG: 'config/muse.json',
     LOG_LEVEL: 'warn',
     NODE_ENV: 'development',
+    // Throughput is measured without the admission edge: every call in flight is admitted
+    // (set DATABASE_WORK_MAX to bench the edge itself).
+    DATABASE_WORK_MAX: process.env.DATABASE_WORK_MAX ?? String(Math.max(CONCURRENCY * 2, 32)),
   };
   delete env.BILLING_TOKENS; // open mode on loopback: no bearer tokens needed
   const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'prof')}`] : [];
