@@ -12,6 +12,7 @@ import { type ChainName, type ChainSpec, CHAINS, chainByName, defaultTokens, typ
 import { loadWalletKeys, WalletKeyError, type WalletKeys } from './wallet/keys.js';
 import { type ExactDecimal, parseExact } from './wallet/pricing.js';
 import { integerBounds } from './rpc/limits.js';
+import type { ServerLimits } from './server.js';
 
 // Bounds the catalogue shares with requests, read from the contract where they are stated.
 /** The longest hold a caller may ask for (ReserveRequest.ttl_seconds): the default must be one. */
@@ -39,6 +40,8 @@ export interface Config {
   readonly logLevel: string;
   /** Largest request body accepted, in bytes. */
   readonly requestBytesMax: number;
+  /** Timeouts and caps on connections and calls (README, Configuration). */
+  readonly server: ServerLimits;
   readonly wallet: WalletConfig;
 }
 
@@ -150,6 +153,8 @@ const catalogueFileSchema = z.object({
   }).optional(),
 }).loose();
 
+const milliseconds = z.coerce.number().int().min(1).max(3_600_000);
+
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
@@ -163,6 +168,16 @@ const envSchema = z.object({
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
   DEPOSIT_POLL_SECONDS: z.coerce.number().min(0.1).max(3600).default(15),
   DEPOSIT_BLOCKS_PER_POLL: z.coerce.number().int().min(1).max(10_000).default(100),
+  CONNECTION_FIRST_BYTES_TIMEOUT_MS: milliseconds.default(10_000),
+  CONNECTION_IDLE_TIMEOUT_MS: milliseconds.default(65_000),
+  REQUEST_HEADERS_TIMEOUT_MS: milliseconds.default(10_000),
+  REQUEST_TIMEOUT_MS: milliseconds.default(30_000),
+  CONNECTIONS_MAX: z.coerce.number().int().min(1).max(1_000_000).default(4_096),
+  CALLS_IN_FLIGHT_MAX: z.coerce.number().int().min(1).max(1_000_000).default(1_024),
+  SHUTDOWN_GRACE_MS: milliseconds.default(10_000),
+}).refine((e) => e.REQUEST_HEADERS_TIMEOUT_MS <= e.REQUEST_TIMEOUT_MS, {
+  path: ['REQUEST_HEADERS_TIMEOUT_MS'],
+  message: 'must not be above REQUEST_TIMEOUT_MS',
 });
 
 const rpcUrlSchema = z.string().regex(/^https?:\/\/\S+$/, 'must be an http:// or https:// URL').optional();
@@ -393,6 +408,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     holdSweepSchedule: catalogueResult.sweepSchedule,
     logLevel: e.LOG_LEVEL,
     requestBytesMax: e.REQUEST_BYTES_MAX,
+    server: Object.freeze({
+      firstBytesTimeoutMs: e.CONNECTION_FIRST_BYTES_TIMEOUT_MS,
+      idleTimeoutMs: e.CONNECTION_IDLE_TIMEOUT_MS,
+      headersTimeoutMs: e.REQUEST_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      connectionsMax: e.CONNECTIONS_MAX,
+      callsInFlightMax: e.CALLS_IN_FLIGHT_MAX,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    }),
     wallet,
   });
 }
