@@ -92,6 +92,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     host: config.host,
     requestBytesMax: config.requestBytesMax,
     timeoutMsMax: TIMEOUT_MS_MAX,
+    limits: config.server,
     interceptors: interceptors(config, log, metrics, contract),
     routes: routes({ ledger, wallet, probe: () => db.ping() }),
   });

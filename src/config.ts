@@ -12,6 +12,7 @@ import { type ChainName, type ChainSpec, CHAINS, chainByName, defaultTokens, typ
 import { loadWalletKeys, WalletKeyError, type WalletKeys } from './wallet/keys.js';
 import { type ExactDecimal, parseExact } from './wallet/pricing.js';
 import { integerBounds } from './rpc/limits.js';
+import type { ServerLimits } from './server.js';
 
 // Bounds the catalogue shares with requests, read from the contract where they are stated.
 /** The longest hold a caller may ask for (ReserveRequest.ttl_seconds): the default must be one. */
@@ -45,6 +46,8 @@ export interface Config {
   readonly requestBytesMax: number;
   /** Units of database work admitted at once (storage/admission.ts); default: from the pool's size. */
   readonly databaseWorkMax?: number;
+  /** Timeouts and caps on connections and calls (README, Configuration). */
+  readonly server: ServerLimits;
   readonly wallet: WalletConfig;
 }
 
@@ -156,6 +159,8 @@ const catalogueFileSchema = z.object({
   }).optional(),
 }).loose();
 
+const milliseconds = z.coerce.number().int().min(1).max(3_600_000);
+
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
@@ -172,6 +177,16 @@ const envSchema = z.object({
   DATABASE_WORK_MAX: z.coerce.number().int().min(1).max(100_000).optional(),
   DEPOSIT_POLL_SECONDS: z.coerce.number().min(0.1).max(3600).default(15),
   DEPOSIT_BLOCKS_PER_POLL: z.coerce.number().int().min(1).max(10_000).default(100),
+  CONNECTION_FIRST_BYTES_TIMEOUT_MS: milliseconds.default(10_000),
+  CONNECTION_IDLE_TIMEOUT_MS: milliseconds.default(65_000),
+  REQUEST_HEADERS_TIMEOUT_MS: milliseconds.default(10_000),
+  REQUEST_TIMEOUT_MS: milliseconds.default(30_000),
+  CONNECTIONS_MAX: z.coerce.number().int().min(1).max(1_000_000).default(4_096),
+  CALLS_IN_FLIGHT_MAX: z.coerce.number().int().min(1).max(1_000_000).default(1_024),
+  SHUTDOWN_GRACE_MS: milliseconds.default(10_000),
+}).refine((e) => e.REQUEST_HEADERS_TIMEOUT_MS <= e.REQUEST_TIMEOUT_MS, {
+  path: ['REQUEST_HEADERS_TIMEOUT_MS'],
+  message: 'must not be above REQUEST_TIMEOUT_MS',
 });
 
 const rpcUrlSchema = z.string().regex(/^https?:\/\/\S+$/, 'must be an http:// or https:// URL').optional();
@@ -405,6 +420,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     requestBytesMax: e.REQUEST_BYTES_MAX,
     ...(e.DATABASE_WORK_MAX ? { databaseWorkMax: e.DATABASE_WORK_MAX } : {}),
+    server: Object.freeze({
+      firstBytesTimeoutMs: e.CONNECTION_FIRST_BYTES_TIMEOUT_MS,
+      idleTimeoutMs: e.CONNECTION_IDLE_TIMEOUT_MS,
+      headersTimeoutMs: e.REQUEST_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+      connectionsMax: e.CONNECTIONS_MAX,
+      callsInFlightMax: e.CALLS_IN_FLIGHT_MAX,
+      shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    }),
     wallet,
   });
 }

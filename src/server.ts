@@ -4,12 +4,38 @@
 // to peek at a socket, and HTTP/2 reads the native handle directly (bytes put back with
 // unshift() would be lost), so HTTP/2 connections get a thin stream that replays the bytes
 // already read; HTTP/1.1 takes the socket itself with the bytes unshifted.
+//
+// Every connection is bounded in time and number (ServerLimits): the first bytes must come
+// within firstBytesTimeoutMs; an HTTP/1.1 request's headers within headersTimeoutMs and the
+// whole request within requestTimeoutMs of its first byte; an HTTP/2 stream's request within
+// requestTimeoutMs of the stream opening; a connection with no call in flight closes after
+// idleTimeoutMs. At most connectionsMax connections are open (more are closed as they are
+// accepted) and at most callsInFlightMax calls are in flight (more are refused unprocessed,
+// UNAVAILABLE with a retry hint: safe to retry).
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { createHandler } from './rpc/handler.js';
+
+/** Bounds on connections and calls; src/config.ts reads them from the environment. */
+export interface ServerLimits {
+  /** A new connection must send its first 3 bytes (HTTP/2 or HTTP/1.1?) within this. */
+  readonly firstBytesTimeoutMs: number;
+  /** A connection with no call in flight (HTTP/1.1 keep-alive, an HTTP/2 session with no stream) is closed after this. */
+  readonly idleTimeoutMs: number;
+  /** HTTP/1.1: a request's headers must have arrived this long after its first byte. */
+  readonly headersTimeoutMs: number;
+  /** The whole request (headers and body) must have arrived this long after its first byte (HTTP/1.1) or its stream opened (HTTP/2). */
+  readonly requestTimeoutMs: number;
+  /** Open TCP connections; more are closed as soon as they are accepted. */
+  readonly connectionsMax: number;
+  /** Calls in flight over all connections; more are refused before they are read. */
+  readonly callsInFlightMax: number;
+  /** On close, in-flight calls have this long to finish before their connections are destroyed. */
+  readonly shutdownGraceMs: number;
+}
 
 export interface ServerOptions {
   readonly port: number;
@@ -18,20 +44,36 @@ export interface ServerOptions {
   readonly requestBytesMax: number;
   /** Longest deadline a client may ask for, in milliseconds. */
   readonly timeoutMsMax: number;
+  readonly limits: ServerLimits;
   readonly interceptors: Interceptor[];
   readonly routes: (router: ConnectRouter) => void;
 }
 
 export interface RunningServer {
   readonly port: number;
-  /** Stops accepting, lets in-flight calls finish for up to graceMs, then closes. */
+  /** Stops accepting, lets in-flight calls finish for up to graceMs (default: limits.shutdownGraceMs), then closes. */
   close(graceMs?: number): Promise<void>;
 }
 
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
 const H2_PREFACE_START = Buffer.from('PRI');
 const STREAMS_PER_CONNECTION_MAX = 256;
+/** How often Node's HTTP/1.1 server looks for requests past their header or request timeout, at most. */
+const H1_TIMEOUT_CHECK_MS_MAX = 1_000;
+/** The largest HTTP/2 stream id: a GOAWAY naming it refuses nothing already sent. */
+const STREAM_ID_MAX = 2 ** 31 - 1;
+/** How long a draining HTTP/2 session waits for the client's PING answer before closing anyway. */
+const DRAIN_PING_MS_MAX = 2_000;
+const DRAIN_SETTLE_MS = 100;
+/** On close, how long idle HTTP/1.1 connections may still bring one last call. */
+const H1_DRAIN_MS = 500;
+/** The retry hint of a call refused past callsInFlightMax. */
+const RETRY_AFTER_SECONDS = 1;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const { limits } = options;
   const shutdown = new AbortController();
   const handler = createHandler({
     routes: options.routes,
@@ -40,21 +82,42 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     timeoutMsMax: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
   });
+  const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler);
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
-  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, handler);
-  const h1 = http.createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 60_000 }, handler);
+  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, calls.serve);
+  const h1 = http.createServer(
+    {
+      maxHeaderSize: 16 * 1024,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.idleTimeoutMs,
+      connectionsCheckingInterval: Math.min(H1_TIMEOUT_CHECK_MS_MAX, Math.ceil(limits.headersTimeoutMs / 4)),
+    },
+    calls.serve,
+  );
+  // Node tracks HTTP/1.1 connections (for headersTimeout, requestTimeout and
+  // closeIdleConnections) only from the server's 'listening' event, and this server never
+  // listens: the TCP listener hands it connections. Without this, a slow header or body
+  // would never time out and close() could not tell idle connections from busy ones.
+  h1.emit('listening');
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
+    closeWhenIdle(session, limits.idleTimeoutMs);
+    // A connection accepted before close() but told apart only after it.
+    if (shutdown.signal.aborted) drain(session);
   });
+  h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs));
   // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
   const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    routeConnection(socket, h1, h2);
+    routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
   });
+  // Past the cap Node closes each new connection as it is accepted.
+  tcp.maxConnections = limits.connectionsMax;
   await new Promise<void>((resolve, reject) => {
     tcp.once('error', reject);
     tcp.listen(options.port, options.host, () => resolve());
@@ -62,26 +125,149 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const address = tcp.address() as net.AddressInfo;
   return {
     port: address.port,
-    close: async (graceMs = 10_000) => {
+    close: async (graceMs = limits.shutdownGraceMs) => {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       shutdown.abort();
-      for (const session of sessions) session.close();
-      h1.closeIdleConnections();
+      // HTTP/2: GOAWAY; open streams finish, new ones are refused, the session then closes.
+      for (const session of sessions) drain(session);
+      // HTTP/1.1 has no GOAWAY: every response from now on says "Connection: close", so
+      // busy connections close after their answer; idle ones close after H1_DRAIN_MS (a
+      // client about to reuse one gets its call answered rather than a reset connection).
+      calls.closeAfterResponses();
+      const drained = setTimeout(() => h1.close(), Math.min(H1_DRAIN_MS, graceMs));
       const deadline = setTimeout(() => {
         for (const socket of sockets) socket.destroy();
       }, graceMs);
       await closed;
+      clearTimeout(drained);
       clearTimeout(deadline);
+      h1.close();
     },
   };
 }
 
+/**
+ * Counts calls in flight and refuses those past the cap before reading them; during
+ * shutdown every HTTP/1.1 response closes its connection.
+ */
+function callGate(callsMax: number, shutdown: AbortSignal, handler: (req: NodeRequest, res: NodeResponse) => void) {
+  let inFlight = 0;
+  const h1Responses = new Set<http.ServerResponse>();
+  return {
+    serve(req: NodeRequest, res: NodeResponse): void {
+      if (inFlight >= callsMax) return refuse(req, res);
+      inFlight += 1;
+      let done = false;
+      res.once('close', () => {
+        if (!done) inFlight -= 1;
+        done = true;
+      });
+      if (!('stream' in req)) {
+        const h1res = res as http.ServerResponse;
+        if (shutdown.aborted) h1res.setHeader('connection', 'close');
+        h1Responses.add(h1res);
+        h1res.once('close', () => h1Responses.delete(h1res));
+      }
+      handler(req, res);
+    },
+    closeAfterResponses(): void {
+      for (const res of h1Responses) {
+        if (!res.headersSent) res.setHeader('connection', 'close');
+        else {
+          const socket = res.socket;
+          res.once('finish', () => socket?.end());
+        }
+      }
+    },
+  };
+}
+
+/**
+ * Refuses a call unprocessed, as UNAVAILABLE in the caller's protocol (retry later): gRPC
+ * and gRPC-Web get a trailers-only answer, Connect a 503 with its JSON error. The body is
+ * not read; an HTTP/1.1 connection closes after the answer. (An HTTP/2 REFUSED_STREAM
+ * would say the same to grpc-js, but connect-node reads it as INTERNAL.)
+ */
+function refuse(req: NodeRequest, res: NodeResponse): void {
+  const message = 'the server is at its limit of calls in flight; retry shortly';
+  const contentType = String(req.headers['content-type'] ?? '');
+  const close = 'stream' in req ? {} : { connection: 'close' };
+  // The two response types write heads alike; the cast only picks one signature.
+  const answer = res as http.ServerResponse;
+  if (/^application\/grpc/i.test(contentType)) {
+    answer.writeHead(200, { 'content-type': contentType, 'grpc-status': '14', 'grpc-message': encodeURIComponent(message), 'grpc-retry-pushback-ms': String(RETRY_AFTER_SECONDS * 1000), ...close });
+    answer.end();
+  } else {
+    answer.writeHead(503, { 'content-type': 'application/json', 'retry-after': String(RETRY_AFTER_SECONDS), ...close });
+    answer.end(JSON.stringify({ code: 'unavailable', message }));
+  }
+}
+
+/** Closes an HTTP/2 session (GOAWAY) once it has had no open stream for idleMs. */
+function closeWhenIdle(session: http2.ServerHttp2Session, idleMs: number): void {
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => drain(session), idleMs);
+  };
+  session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    open += 1;
+    clearTimeout(timer);
+    stream.once('close', () => {
+      open -= 1;
+      if (open === 0 && !session.closed && !session.destroyed) arm();
+    });
+  });
+  session.once('close', () => clearTimeout(timer));
+  arm();
+}
+
+/**
+ * Closes an HTTP/2 session without refusing a call the client sent before it learnt of the
+ * close (as gRPC servers do): a first GOAWAY says "no new streams" but names no last stream,
+ * a PING's answer shows the client has read it (and that every stream it sent before is
+ * here), then the real GOAWAY closes the session once its streams are done. A single
+ * GOAWAY makes the client close the streams it had already sent with REFUSED_STREAM:
+ * unprocessed and safe to retry, but connect-node reports that as INTERNAL.
+ */
+function drain(session: http2.ServerHttp2Session): void {
+  if (session.closed || session.destroyed) return;
+  session.goaway(http2.constants.NGHTTP2_NO_ERROR, STREAM_ID_MAX);
+  let done = false;
+  const close = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    if (!session.closed && !session.destroyed) session.close();
+  };
+  const timer = setTimeout(close, DRAIN_PING_MS_MAX);
+  // A client's PING answer may overtake a request it queued just before, so wait a moment more.
+  if (!session.ping(() => setTimeout(close, DRAIN_SETTLE_MS))) close();
+}
+
+/**
+ * Resets an HTTP/2 stream whose request (headers, then body to its end) has not all arrived
+ * requestMs after the stream opened. The stream's 'end' comes once the handler has read the
+ * whole body, which it does before any work, so a call being worked on is never cut off.
+ */
+function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): void {
+  if (stream.endAfterHeaders) return;
+  const timer = setTimeout(() => {
+    if (!stream.destroyed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
+  }, requestMs);
+  stream.once('end', () => clearTimeout(timer));
+  stream.once('close', () => clearTimeout(timer));
+}
+
 /** Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1. */
-function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server): void {
+function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
   let head = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), firstBytesMs);
+  socket.once('close', () => clearTimeout(timer));
   const onData = (chunk: Buffer) => {
     head = Buffer.concat([head, chunk]);
     if (head.length < H2_PREFACE_START.length) return;
+    clearTimeout(timer);
     socket.off('data', onData);
     socket.pause();
     if (head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) {
