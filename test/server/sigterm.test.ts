@@ -5,7 +5,7 @@
 // false OK: every OK is in the ledger once, and every failure is either not in it or,
 // retried with its key against a restarted process, ends exactly once. The process exits 0
 // within its grace. Then: idle HTTP/1.1 keep-alive connections do not hold a shutdown up.
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -19,8 +19,8 @@ import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { outcome } from '../support/app.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { ServiceProcesses } from '../support/process.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
 const GRACE_MS = 20_000;
 /** How long past its grace a loaded, shared machine may take to exit. */
 const EXIT_SLACK_MS = 10_000;
@@ -30,12 +30,12 @@ const FUNDS = 1_000_000_000n;
 const PRICE = 7n;
 const CHARGE = '/billing.v1.BillingService/Charge';
 
-const children: ChildProcess[] = [];
+const processes = new ServiceProcesses();
 const dirs: string[] = [];
 const databases: TestDatabase[] = [];
 
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  await processes.killAll();
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   for (const database of databases) await database.drop();
 });
@@ -49,34 +49,11 @@ interface Service {
   exit: Promise<{ code: number | null; at: number }>;
 }
 
-/** Spawns `tsx src/main.ts` on this Node and waits for its "listening" log line. */
-function startService(env: Record<string, string>): Promise<Service> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', PORT: '0', METRICS_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let output = '';
-  const exit = new Promise<{ code: number | null; at: number }>((resolve) => child.once('exit', (code) => resolve({ code, at: Date.now() })));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not start:\n${output}`)), 60_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /"port":(\d+).*"billing service listening"/.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        const port = Number(match[1]);
-        resolve({ child, port, url: `http://127.0.0.1:${port}`, output: () => output, exit });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exit.then(({ code }) => {
-      clearTimeout(timer);
-      reject(new Error(`service exited with ${code}:\n${output}`));
-    });
-  });
+/** Starts `tsx src/main.ts` (test/support/process.ts) and notes when it exits. */
+async function startService(env: Record<string, string>): Promise<Service> {
+  const s = await processes.start('service', env);
+  const exit = s.exit.then(({ code }) => ({ code, at: Date.now() }));
+  return { child: s.child, port: s.port, url: `http://127.0.0.1:${s.port}`, output: s.output, exit };
 }
 
 function dataDir(): string {
