@@ -113,7 +113,10 @@ async function openPostgres(url: string, poolSizeMax: number, options: DatabaseO
   await refuseUnsafeDurability(pool);
   const statementTimeoutMs = options.statementTimeoutMs ?? STATEMENT_TIMEOUT_MS;
   const prepared = options.preparedStatements ?? 'auto';
-  const named = prepared === 'on' || (prepared === 'auto' && poolSizeMax >= 2 && !(await sharesServerSessions(pool)));
+  // Behind a transaction pooler (detected, or said by preparedStatements 'off') a session
+  // setting would reach other clients' transactions: everything runs in a bounded transaction.
+  const pooled = prepared === 'off' || (poolSizeMax >= 2 && (await sharesServerSessions(pool)));
+  const named = prepared === 'on' || (prepared === 'auto' && poolSizeMax >= 2 && !pooled);
   const withClient = async <T>(fn: (client: PoolClient) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
     try {
@@ -156,12 +159,27 @@ async function openPostgres(url: string, poolSizeMax: number, options: DatabaseO
       }
     });
   };
+  // Direct connections only: each physical connection gets the bounds once, as session
+  // settings, so a single read (GetBalance, history) stays one round trip.
+  const bounded = new WeakSet<PoolClient>();
+  const plainQuery = <R extends Row>(sql: string, params?: readonly unknown[]): Promise<R[]> =>
+    withClient(async (client) => {
+      checkDeadline();
+      if (!bounded.has(client)) {
+        await client.query(
+          `set statement_timeout = ${statementTimeoutMs}; set idle_in_transaction_session_timeout = ${IDLE_IN_TRANSACTION_TIMEOUT_MS}`,
+        );
+        bounded.add(client);
+      }
+      return query<R>(client, sql, params);
+    });
   return {
     kind: 'postgresql',
     orm,
     transaction,
-    // A statement outside a transaction would run without bounds behind a pooler.
-    query: (sql, params) => transaction((s) => s.query(sql, params)),
+    // A statement outside a transaction: behind a pooler it runs in a bounded transaction
+    // (three round trips); on a direct connection in one, bounded by the session's settings.
+    query: pooled ? (sql, params) => transaction((s) => s.query(sql, params)) : plainQuery,
     ping: (timeoutMs = 2000) => withTimeout(pool.query('select 1').then(() => true), timeoutMs),
     close: () => orm.close(true),
   };
