@@ -115,7 +115,7 @@ async function openPostgres(url: string, poolSizeMax: number, options: DatabaseO
   const prepared = options.preparedStatements ?? 'auto';
   // Behind a transaction pooler (detected, or said by preparedStatements 'off') a session
   // setting would reach other clients' transactions: everything runs in a bounded transaction.
-  const pooled = prepared === 'off' || (poolSizeMax >= 2 && (await sharesServerSessions(pool)));
+  const pooled = prepared === 'off' || (await answersOnAnotherPort(pool, url)) || (poolSizeMax >= 2 && (await sharesServerSessions(pool)));
   const named = prepared === 'on' || (prepared === 'auto' && poolSizeMax >= 2 && !pooled);
   const withClient = async <T>(fn: (client: PoolClient) => Promise<T>): Promise<T> => {
     const client = await pool.connect();
@@ -234,6 +234,19 @@ export async function sharesServerSessions(pool: Pool): Promise<boolean> {
   } finally {
     a.release();
   }
+}
+
+/**
+ * True when the server says it listens on another port than the URL's: something (a
+ * pooler) sits in between. Cheap and certain where it applies; the session check below
+ * covers a pooler on the server's own port, but can miss one while other clients (replicas
+ * starting together) share it.
+ */
+async function answersOnAnotherPort(pool: Pool, url: string): Promise<boolean> {
+  const { rows } = await pool.query<{ port: number | null }>('select inet_server_port() as port');
+  const port = rows[0]?.port;
+  const asked = Number(new URL(url).port || 5432);
+  return port !== null && port !== undefined && Number(port) !== asked;
 }
 
 /** On a PostgreSQL server a commit must be durable: refuse fsync or synchronous_commit off. */
