@@ -36,3 +36,16 @@ export function checkDeadline(): void {
   const left = remainingMs();
   if (left !== undefined && left <= 0) throw new DeadlineExceededError();
 }
+
+/** The current call's deadline as a performance.now() instant; undefined without one. */
+export function deadlineAt(): number | undefined {
+  return current.getStore()?.at;
+}
+
+/**
+ * Runs fn under the deadline instant `at` (from deadlineAt()), or under none. The ledger's
+ * batches run under the earliest deadline of the calls they carry, not the caller's.
+ */
+export function withDeadlineAt<T>(at: number | undefined, fn: () => T): T {
+  return at === undefined ? current.exit(fn) : current.run({ at }, fn);
+}

@@ -59,5 +59,6 @@ export function admitted(db: Database, admission: Admission): Database {
   // Spread, and forward every argument: whatever else Database grows passes through.
   const transaction = (...args: Parameters<Database['transaction']>) => admission.run(() => db.transaction(...args));
   const query = (...args: Parameters<Database['query']>) => admission.run(() => db.query(...args));
-  return { ...db, transaction: transaction as Database['transaction'], query: query as Database['query'] };
+  const admit = <T>(fn: () => Promise<T>) => admission.run(fn);
+  return { ...db, transaction: transaction as Database['transaction'], query: query as Database['query'], admit, unadmitted: db };
 }

@@ -31,6 +31,13 @@ export interface Database {
   transaction<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
   /** One statement in its own transaction. */
   query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+  /**
+   * Runs fn (work that will reach this database) under the admission bound, if any
+   * (admission.ts); without one it just runs fn.
+   */
+  admit<T>(fn: () => Promise<T>): Promise<T>;
+  /** The same database without the admission bound (work already admitted runs on it). */
+  readonly unadmitted?: Database;
   /** True when the database answers a trivial query within timeoutMs. */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -180,6 +187,7 @@ async function openPostgres(url: string, poolSizeMax: number, options: DatabaseO
     // A statement outside a transaction: behind a pooler it runs in a bounded transaction
     // (three round trips); on a direct connection in one, bounded by the session's settings.
     query: pooled ? (sql, params) => transaction((s) => s.query(sql, params)) : plainQuery,
+    admit: (fn) => fn(),
     ping: (timeoutMs = 2000) => withTimeout(pool.query('select 1').then(() => true), timeoutMs),
     close: () => orm.close(true),
   };
@@ -286,6 +294,7 @@ async function openPglite(dataDir: string): Promise<Database> {
       return pglite.transaction((tx) => fn({ query: (sql, params) => query(tx, sql, params) }));
     },
     query: (sql, params) => query(pglite, sql, params),
+    admit: (fn) => fn(),
     ping: (timeoutMs = 2000) => withTimeout(pglite.query('select 1').then(() => true), timeoutMs),
     close: async () => {
       await orm.close(true);

@@ -45,6 +45,8 @@ export async function creditDeposit(kernel: Kernel, credit: DepositCredit): Prom
       TRANSACTION_RESULT,
       { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]) },
       async (s, account) => {
+        // A batch that fails runs its units again alone (kernel/batch.ts): only the run that commits counts.
+        wrote = false;
         const now = await lockDeposit(s, deposit.id);
         if (!now || (now.status !== 'PENDING' && now.status !== 'UNPRICED') || now.blockHash !== deposit.blockHash) {
           throw new AlreadySettled();

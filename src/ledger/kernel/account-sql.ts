@@ -6,7 +6,7 @@
 import type { Plan } from '../../domain/catalogue.js';
 import type { Row, SqlSession } from '../../storage/database.js';
 import { toBigint } from '../../storage/rows.js';
-import { LOCK_ACCOUNT_SQL } from './clock.js';
+import { LOCK_ACCOUNTS_SQL } from './clock.js';
 import type { StoredReplay } from './idempotency-sql.js';
 
 export interface AccountRow {
@@ -87,35 +87,60 @@ export class AccountStore {
   }
 
   /**
-   * Locks the user's account row (creating it if needed) for the rest of the transaction,
-   * and returns any result already recorded under the idempotency key. Every balance change
-   * of the user happens after this lock, so the check-then-write below it is safe.
-   *
-   * Two statements: the lock (which also records the clock, clock.ts), then the read. A
-   * statement that waited for FOR UPDATE re-reads only the locked row; its joins and
-   * subqueries come from the snapshot it started with, before the previous holder of the lock
-   * committed (its idempotency record, captured holds, free operations). The read runs in a
-   * new statement, with a snapshot taken while the lock is held.
+   * Locks the accounts of `userIds` (creating those never seen) for the rest of the
+   * transaction, in user-id order, so two transactions locking overlapping sets take their
+   * locks in the same order. Every balance change of a user happens after this lock, so the
+   * check-then-write under it is safe. The lock records the clock (clock.ts) once all are held.
    */
-  async lock(s: SqlSession, userId: string, idempotencyKey: string): Promise<{ account: AccountRow; replay?: StoredReplay }> {
-    let locked = await s.query(LOCK_ACCOUNT_SQL, [userId]);
-    if (!locked[0]) {
-      await s.query('insert into user_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
-      locked = await s.query(LOCK_ACCOUNT_SQL, [userId]);
+  async lockAll(s: SqlSession, userIds: readonly string[]): Promise<{ created: string[] }> {
+    const sorted = [...new Set(userIds)].sort();
+    let locked = await s.query(LOCK_ACCOUNTS_SQL, [sorted]);
+    let created: string[] = [];
+    if (locked.length < sorted.length) {
+      const inserted = await s.query(
+        'insert into user_accounts (user_id) select unnest($1::text[]) on conflict (user_id) do nothing returning user_id',
+        [sorted],
+      );
+      created = inserted.map((row) => String(row.user_id));
+      locked = await s.query(LOCK_ACCOUNTS_SQL, [sorted]);
     }
+    if (locked.length !== sorted.length) throw new Error(`locked ${locked.length} of ${sorted.length} accounts`);
+    return { created };
+  }
+
+  /** Removes accounts this transaction created and nothing then used (every unit of theirs was refused). */
+  async forget(s: SqlSession, userIds: readonly string[]): Promise<void> {
+    if (userIds.length > 0) await s.query('delete from user_accounts where user_id = any($1::text[])', [userIds]);
+  }
+
+  /**
+   * Reads locked accounts and what is recorded under the idempotency keys asked for, and
+   * runs the facets' afterLock once per account. Call it in a statement of its own after
+   * lockAll: a statement that waited for FOR UPDATE re-reads only the locked row; its joins
+   * and subqueries come from the snapshot it started with, before the previous holder of
+   * the lock committed (its idempotency record, captured holds, free operations).
+   */
+  async readLocked(
+    s: SqlSession,
+    userIds: readonly string[],
+    keys: readonly string[],
+  ): Promise<Map<string, { account: AccountRow; replays: Map<string, StoredReplay> }>> {
     const rows = await s.query(
-      `select ${this.columns}, k.request_hash, k.result
-         from user_accounts a
-         left join idempotency_keys k on k.user_id = a.user_id and k.idempotency_key = $2
-        where a.user_id = $1`,
-      [userId, idempotencyKey],
+      `select ${this.columns},
+              (select coalesce(jsonb_agg(jsonb_build_array(k.idempotency_key, k.request_hash, k.result)), '[]'::jsonb)
+                 from idempotency_keys k where k.user_id = a.user_id and k.idempotency_key = any($2::text[])) as replays
+         from user_accounts a where a.user_id = any($1::text[])`,
+      [[...new Set(userIds)], [...new Set(keys)]],
     );
-    const row = rows[0];
-    if (!locked[0] || !row) throw new Error(`account ${userId} vanished while being locked`);
-    const account = this.map(row);
-    for (const facet of this.facets) if (facet.afterLock) await facet.afterLock(s, row, account);
-    return typeof row.request_hash === 'string'
-      ? { account, replay: { requestHash: row.request_hash, result: row.result } }
-      : { account };
+    const read = new Map<string, { account: AccountRow; replays: Map<string, StoredReplay> }>();
+    for (const row of rows) {
+      const account = this.map(row);
+      for (const facet of this.facets) if (facet.afterLock) await facet.afterLock(s, row, account);
+      const replays = new Map<string, StoredReplay>();
+      for (const [key, requestHash, result] of row.replays as [string, string, unknown][]) replays.set(key, { requestHash, result });
+      read.set(account.userId, { account, replays });
+    }
+    for (const userId of userIds) if (!read.has(userId)) throw new Error(`account ${userId} vanished while being locked`);
+    return read;
   }
 }

@@ -35,13 +35,16 @@ export async function findIdempotent(
   return row ? { requestHash: String(row.request_hash), result: row.result } : undefined;
 }
 
-/** Records a result under a key outside a ledger write. */
-export async function insertIdempotency(
+/** Records results under keys outside a ledger write, in one statement. */
+export async function insertIdempotencies(
   s: SqlSession,
-  record: { userId: string; idempotencyKey: string; requestHash: string; resultJson: string },
+  records: readonly { userId: string; idempotencyKey: string; requestHash: string; resultJson: string }[],
 ): Promise<void> {
+  if (records.length === 0) return;
   await s.query(
-    'insert into idempotency_keys (user_id, idempotency_key, request_hash, result) values ($1, $2, $3, $4::jsonb)',
-    [record.userId, record.idempotencyKey, record.requestHash, record.resultJson],
+    `insert into idempotency_keys (user_id, idempotency_key, request_hash, result)
+     select user_id, idempotency_key, request_hash, result::jsonb
+       from unnest($1::text[], $2::text[], $3::text[], $4::text[]) as r (user_id, idempotency_key, request_hash, result)`,
+    [records.map((r) => r.userId), records.map((r) => r.idempotencyKey), records.map((r) => r.requestHash), records.map((r) => r.resultJson)],
   );
 }

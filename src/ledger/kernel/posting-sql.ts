@@ -1,5 +1,5 @@
-// Posting a ledger transaction: the balance update, the transaction row, its postings and
-// the idempotency record, in one statement inside the unit of work (unit-of-work.ts).
+// Posting ledger transactions: the balance updates, the transaction rows, their postings and
+// idempotency records, in one statement inside a batch of units of work (batch.ts).
 import type { SqlSession } from '../../storage/database.js';
 import { toBigint } from '../../storage/rows.js';
 import type { TransactionRow } from './transactions-sql.js';
@@ -17,62 +17,96 @@ export interface LedgerWrite extends Omit<TransactionRow, 'id' | 'createdAtMs'> 
   replayJson: string;
 }
 
+/** Where a written transaction landed. */
+export interface Stored {
+  id: string;
+  createdAtMs: number;
+}
+
 /**
- * Writes one ledger transaction in one statement. Returns the new transaction's id and
- * time. Throws if the stored balance disagrees with what the caller computed.
+ * Writes ledger transactions in one statement: each account's balance moves by the sum of
+ * its writes, then the transaction rows (in the order given, so ids follow it), their
+ * postings and their idempotency records. A user's writes must come in the order they were
+ * decided, each with a distinct idempotency key. Returns where each landed, in order.
+ * Throws if a stored balance disagrees with the chain of balances the writes computed.
  */
-export async function appendTransaction(s: SqlSession, w: LedgerWrite): Promise<{ id: string; createdAtMs: number }> {
+export async function appendTransactions(s: SqlSession, writes: readonly LedgerWrite[]): Promise<Stored[]> {
+  if (writes.length === 0) return [];
+  const column = <T>(pick: (w: LedgerWrite) => T) => writes.map(pick);
+  const postings = writes.flatMap((w, i) => w.postings.map((p) => ({ ord: i + 1, ...p })));
   const rows = await s.query(
-    `with acct as (
-       update user_accounts
-          set balance_millicredits = balance_millicredits + $2::bigint,
+    `with w as (
+       select * from unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[])
+         with ordinality as w (user_id, amount, balance_after, type, product, operation, reference, reason, idempotency_key,
+                               metadata, waived_reason, refunded_transaction_id, reservation_id, request_hash, replay, ord)
+     ), acct as (
+       update user_accounts a
+          set balance_millicredits = a.balance_millicredits + d.delta,
               updated_at = now()
-        where user_id = $1
-        returning balance_millicredits
+         from (select user_id, sum(amount)::bigint as delta from w group by user_id) d
+        where a.user_id = d.user_id
+       returning a.user_id, a.balance_millicredits, d.delta
      ), txn as (
        insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, product, operation,
                                  reference, reason, idempotency_key, metadata, waived_reason, refunded_transaction_id,
                                  reservation_id)
-       select $1, $3, $2::bigint, acct.balance_millicredits, $4, $5, $6, $7, $8, $9::jsonb, $10, $11::bigint, $16::bigint
-         from acct
-       returning id, balance_after_millicredits, created_at
+       select user_id, type, amount, balance_after, product, operation, reference, reason, idempotency_key, metadata::jsonb,
+              waived_reason, refunded_transaction_id, reservation_id
+         from w order by ord
+       returning id, user_id, idempotency_key, created_at
+     ), placed as (
+       select w.*, txn.id, txn.created_at from w join txn on txn.user_id = w.user_id and txn.idempotency_key = w.idempotency_key
      ), post as (
        insert into postings (transaction_id, account, amount_millicredits)
-       select txn.id, p.account, p.amount from txn, unnest($12::text[], $13::bigint[]) as p (account, amount)
+       select placed.id, p.account, p.amount
+         from unnest($16::bigint[], $17::text[], $18::bigint[]) with ordinality as p (owner, account, amount, n)
+         join placed on placed.ord = p.owner
+        order by p.n
      ), idem as (
        insert into idempotency_keys (user_id, idempotency_key, request_hash, result)
-       select $1, $8, $14,
-              jsonb_set(jsonb_set($15::jsonb, '{transaction,id}', to_jsonb(txn.id::text)),
-                        '{transaction,createdAtMs}', to_jsonb(floor(extract(epoch from txn.created_at) * 1000)::bigint))
-         from txn
+       select user_id, idempotency_key, request_hash,
+              jsonb_set(jsonb_set(replay::jsonb, '{transaction,id}', to_jsonb(id::text)),
+                        '{transaction,createdAtMs}', to_jsonb(floor(extract(epoch from created_at) * 1000)::bigint))
+         from placed
      )
-     select id::text as id, balance_after_millicredits::text as balance_after,
-            floor(extract(epoch from created_at) * 1000)::text as created_ms
-       from txn`,
+     select placed.ord::int as ord, placed.id::text as id, floor(extract(epoch from placed.created_at) * 1000)::text as created_ms,
+            acct.balance_millicredits::text as balance, acct.delta::text as delta
+       from placed join acct on acct.user_id = placed.user_id
+      order by placed.ord`,
     [
-      w.userId,
-      w.amountMillicredits.toString(),
-      w.type,
-      w.product,
-      w.operation,
-      w.reference,
-      w.reason,
-      w.idempotencyKey,
-      JSON.stringify(w.metadata),
-      w.waivedReason ?? null,
-      w.refundedTransactionId ?? null,
-      w.postings.map((p) => p.account),
-      w.postings.map((p) => p.amountMillicredits.toString()),
-      w.requestHash,
-      w.replayJson,
-      w.reservationId ?? null,
+      column((w) => w.userId),
+      column((w) => w.amountMillicredits.toString()),
+      column((w) => w.balanceAfterMillicredits.toString()),
+      column((w) => w.type),
+      column((w) => w.product),
+      column((w) => w.operation),
+      column((w) => w.reference),
+      column((w) => w.reason),
+      column((w) => w.idempotencyKey),
+      column((w) => JSON.stringify(w.metadata)),
+      column((w) => w.waivedReason ?? null),
+      column((w) => w.refundedTransactionId ?? null),
+      column((w) => w.reservationId ?? null),
+      column((w) => w.requestHash),
+      column((w) => w.replayJson),
+      postings.map((p) => p.ord),
+      postings.map((p) => p.account),
+      postings.map((p) => p.amountMillicredits.toString()),
     ],
   );
-  const row = rows[0];
-  if (!row) throw new Error(`ledger write for ${w.userId} updated no account`);
-  const balanceAfter = toBigint(row.balance_after);
-  if (balanceAfter !== w.balanceAfterMillicredits) {
-    throw new Error(`ledger drift for ${w.userId}: expected balance ${w.balanceAfterMillicredits}, stored ${balanceAfter}`);
-  }
-  return { id: String(row.id), createdAtMs: Number(row.created_ms) };
+  if (rows.length !== writes.length) throw new Error(`ledger write of ${writes.length} transactions stored ${rows.length}`);
+  // Each user's chain: the balance before the writes, then each write's amount in order.
+  const running = new Map<string, bigint>();
+  return rows.map((row, i) => {
+    const w = writes[i]!;
+    if (Number(row.ord) !== i + 1) throw new Error('ledger write returned its transactions out of order');
+    const before = running.get(w.userId) ?? toBigint(row.balance) - toBigint(row.delta);
+    const after = before + w.amountMillicredits;
+    if (after !== w.balanceAfterMillicredits) {
+      throw new Error(`ledger drift for ${w.userId}: expected balance ${w.balanceAfterMillicredits}, stored ${after}`);
+    }
+    running.set(w.userId, after);
+    return { id: String(row.id), createdAtMs: Number(row.created_ms) };
+  });
 }

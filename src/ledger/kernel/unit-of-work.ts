@@ -1,13 +1,14 @@
-// The one unit of work behind every change of a user's money or holds, in one database
-// transaction: lock the account → replay or refuse a used idempotency key → let the rule
-// decide → write (a balanced ledger transaction, or a change that moves no money) and
-// record the result under the key.
+// The one unit of work behind every change of a user's money or holds: lock the account →
+// replay or refuse a used idempotency key → let the rule decide → write (a balanced ledger
+// transaction, or a change that moves no money) and record the result under the key. Units
+// that arrive together share one database transaction and one commit (batch.ts).
 import type { Catalogue } from '../../domain/catalogue.js';
 import { BillingError } from '../../domain/errors.js';
-import { type Database, sqlState, type SqlSession } from '../../storage/database.js';
+import type { Database, SqlSession } from '../../storage/database.js';
 import { type AccountFacet, type AccountRow, AccountStore } from './account-sql.js';
-import { findIdempotent, insertIdempotency, type StoredReplay } from './idempotency-sql.js';
-import { appendTransaction, type LedgerWrite } from './posting-sql.js';
+import { BATCH_LANES_DEFAULT, BATCH_UNITS_MAX_DEFAULT, type BatchOptions, Batches, type Step, type Unit } from './batch.js';
+import type { StoredReplay } from './idempotency-sql.js';
+import type { LedgerWrite } from './posting-sql.js';
 import { decodeReplay, encodeReplay, type ReplayKind } from './replay.js';
 import { balanceView, type BalanceView, type TransactionView } from './views.js';
 
@@ -30,13 +31,20 @@ export interface Decision<R extends { transaction: TransactionView }> {
 /** The kernel every rule is built on: the database, the catalogue and the account store. */
 export class Kernel {
   readonly accounts: AccountStore;
+  private readonly batches: Batches;
 
   constructor(
     readonly db: Database,
     readonly catalogue: Catalogue,
     facets: readonly AccountFacet[],
+    batching: Partial<BatchOptions> = {},
   ) {
     this.accounts = new AccountStore(facets);
+    // Each unit is admitted on its own (storage/admission.ts); a batch carries admitted units.
+    this.batches = new Batches(db.unadmitted ?? db, this.accounts, {
+      lanes: batching.lanes ?? BATCH_LANES_DEFAULT,
+      unitsMax: batching.unitsMax ?? BATCH_UNITS_MAX_DEFAULT,
+    });
   }
 
   /** The balance of a user as things stand, without locking; 0 on FREE for a user never seen. */
@@ -47,63 +55,44 @@ export class Kernel {
   /**
    * One idempotent ledger transaction. `decide` runs under the account's row lock and may
    * run statements of its own first (capture a hold, count a free operation); the ledger
-   * write and the idempotency record then go in as one statement.
+   * write and the idempotency record then go in with the batch's (batch.ts).
    */
   post<R extends { transaction: TransactionView }>(
     kind: ReplayKind<R>,
     key: MutationKey,
     decide: (s: SqlSession, account: AccountRow) => Promise<Decision<R>>,
   ): Promise<R> {
-    return this.runIdempotent(kind, key, async (s, account) => {
+    return this.submit(kind, key, async (s, account) => {
       const { write, result, afterWrite } = await decide(s, account);
       assertBalanced(write);
-      const stored = await appendTransaction(s, {
-        ...write,
-        userId: key.userId,
-        idempotencyKey: key.idempotencyKey,
-        requestHash: key.requestHash,
-        replayJson: encodeReplay(kind, result),
-      });
-      result.transaction.id = stored.id;
-      result.transaction.createdAtMs = stored.createdAtMs;
-      if (afterWrite) await afterWrite(s, stored.id);
-      return result;
+      return {
+        result,
+        write: { ...write, userId: key.userId, idempotencyKey: key.idempotencyKey, requestHash: key.requestHash, replayJson: encodeReplay(kind, result) },
+        ...(afterWrite ? { afterWrite } : {}),
+        placed: (id, createdAtMs) => {
+          result.transaction.id = id;
+          result.transaction.createdAtMs = createdAtMs;
+        },
+      };
     });
   }
 
   /** One idempotent change that moves no money (a hold placed or released). */
   record<R>(kind: ReplayKind<R>, key: MutationKey, apply: (s: SqlSession, account: AccountRow) => Promise<R>): Promise<R> {
-    return this.runIdempotent(kind, key, async (s, account) => {
+    return this.submit(kind, key, async (s, account) => {
       const result = await apply(s, account);
-      await insertIdempotency(s, { ...key, resultJson: encodeReplay(kind, result) });
-      return result;
+      return { result, replayJson: encodeReplay(kind, result) };
     });
   }
 
   /**
-   * Runs `body` under the user's account lock unless the key already has a result. The body
-   * must record its result under the key in the same transaction; a concurrent duplicate
-   * that committed first makes that insert fail, and its result is replayed instead. A
-   * BillingError from the body rolls everything back and leaves no trace under the key.
+   * Runs a unit under the user's account lock unless its key already has a result, in the
+   * next batch of the account's lane. A BillingError from the unit rolls back what it did
+   * and leaves no trace under the key.
    */
-  private async runIdempotent<R>(
-    kind: ReplayKind<R>,
-    key: MutationKey,
-    body: (s: SqlSession, account: AccountRow) => Promise<R>,
-  ): Promise<R> {
-    try {
-      return await this.db.transaction(async (s) => {
-        const { account, replay } = await this.accounts.lock(s, key.userId, key.idempotencyKey);
-        return replay ? replayOrRefuse(kind, key, replay) : body(s, account);
-      });
-    } catch (error) {
-      const { code, constraint } = sqlState(error);
-      if (code === '23505' && constraint === 'idempotency_keys_pkey') {
-        const replay = await findIdempotent(this.db, key.userId, key.idempotencyKey);
-        if (replay) return replayOrRefuse(kind, key, replay);
-      }
-      throw error;
-    }
+  private submit<R>(kind: ReplayKind<R>, key: MutationKey, decide: (s: SqlSession, account: AccountRow) => Promise<Step>): Promise<R> {
+    const unit: Unit = { ...key, decide, replay: (stored) => replayOrRefuse(kind, key, stored) };
+    return this.db.admit(() => this.batches.run(unit) as Promise<R>);
   }
 }
 

@@ -1,0 +1,288 @@
+// Units of work that arrive together run together: one database transaction, one lock per
+// account and one commit for many units, across accounts (TigerBeetle's batching, on
+// PostgreSQL). A unit alone is a batch of one: there is one code path.
+//
+// A batch, in one transaction:
+//   1. lock every account it touches, in user-id order (account-sql.ts lockAll),
+//   2. read them and the records under the units' idempotency keys, in one statement,
+//   3. let each unit decide in arrival order, against the account as the units before it
+//      left it: a refusal refuses only that unit; a replayed key replays,
+//   4. write every ledger transaction and idempotency record in one statement
+//      (posting-sql.ts appendTransactions), commit, then answer each unit.
+//
+// Most decisions (a charge, a grant) are pure: they read the account and return a write,
+// and the next unit of the account sees the balance that write leaves. A unit that runs
+// statements of its own (capture a hold, count a free operation, claim a promo code) first
+// flushes the writes decided so far, so its statements see them, and runs under a savepoint:
+// if it then refuses, its statements roll back and the batch goes on; the accounts are read
+// again before the next unit decides. Any other failure of the batch (a database error, a
+// deadline) rolls it back, and each of its units runs again alone, so one unit's fault is
+// its own. Two units with one key in a batch: the second waits for the next batch, where
+// it finds the first's record and replays it (or is refused as a reused key).
+//
+// Batches form from what is already waiting: an idle lane runs a unit at once; while a
+// batch is in the database, the units that arrive queue for the next. Accounts map to
+// lanes by a hash of the user id, so one account is only ever in one batch at a time, and
+// the lanes run their batches in parallel.
+import { BillingError } from '../../domain/errors.js';
+import { DeadlineExceededError, deadlineAt, withDeadlineAt } from '../../domain/deadline.js';
+import { type Database, sqlState, type SqlSession } from '../../storage/database.js';
+import type { AccountRow, AccountStore } from './account-sql.js';
+import { findIdempotent, insertIdempotencies, type StoredReplay } from './idempotency-sql.js';
+import { appendTransactions, type LedgerWrite } from './posting-sql.js';
+
+/** What a unit decided: its result and, for a ledger transaction, the write. */
+export interface Step {
+  result: unknown;
+  /** The ledger write, complete but for the replay record's id and time (filled in as it is stored). */
+  write?: LedgerWrite;
+  /** The replay record of a unit without a write. */
+  replayJson?: string;
+  /** Rows that must reference the new transaction (e.g. a promo redemption), same transaction. */
+  afterWrite?: (s: SqlSession, transactionId: string) => Promise<void>;
+  /** Fills the stored transaction's id and time into the result. */
+  placed?: (id: string, createdAtMs: number) => void;
+}
+
+export interface Unit {
+  readonly userId: string;
+  readonly idempotencyKey: string;
+  readonly requestHash: string;
+  /** Decides under the account's lock; `s` runs statements of the unit's own. */
+  decide(s: SqlSession, account: AccountRow): Promise<Step>;
+  /** The answer from a record already stored under the key (replays, or refuses a reused key). */
+  replay(stored: StoredReplay): unknown;
+}
+
+interface Waiting {
+  unit: Unit;
+  /** The call's deadline (performance.now() instant), if it has one. */
+  deadlineAt: number | undefined;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+export interface BatchOptions {
+  /** Batches in flight at once, each on its own connection (1 on PGlite). */
+  readonly lanes: number;
+  /** Units in one batch at most. */
+  readonly unitsMax: number;
+}
+
+export const BATCH_LANES_DEFAULT = 4;
+export const BATCH_UNITS_MAX_DEFAULT = 128;
+
+/** Per-lane queues of units and the loop that runs them as batches. */
+export class Batches {
+  private readonly lanes: { queue: Waiting[]; running: boolean }[];
+
+  constructor(
+    private readonly db: Database,
+    private readonly accounts: AccountStore,
+    private readonly options: BatchOptions,
+  ) {
+    const lanes = db.kind === 'pglite' ? 1 : Math.max(1, Math.floor(options.lanes));
+    this.lanes = Array.from({ length: lanes }, () => ({ queue: [], running: false }));
+  }
+
+  /** Runs the unit in the next batch of its account's lane; settles once that batch has committed. */
+  run(unit: Unit): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const lane = this.lanes[laneOf(unit.userId, this.lanes.length)]!;
+      lane.queue.push({ unit, deadlineAt: deadlineAt(), resolve, reject });
+      if (!lane.running) void this.drain(lane);
+    });
+  }
+
+  private async drain(lane: { queue: Waiting[]; running: boolean }): Promise<void> {
+    lane.running = true;
+    try {
+      while (lane.queue.length > 0) {
+        const batch: Waiting[] = [];
+        const later: Waiting[] = [];
+        const keys = new Set<string>();
+        for (const waiting of lane.queue) {
+          const key = JSON.stringify([waiting.unit.userId, waiting.unit.idempotencyKey]);
+          if (batch.length >= this.options.unitsMax || keys.has(key)) later.push(waiting);
+          else {
+            keys.add(key);
+            batch.push(waiting);
+          }
+        }
+        lane.queue = later;
+        await this.runBatch(batch);
+      }
+    } finally {
+      lane.running = false;
+    }
+  }
+
+  private async runBatch(batch: Waiting[]): Promise<void> {
+    const now = performance.now();
+    const live = batch.filter((w) => {
+      if (w.deadlineAt === undefined || w.deadlineAt > now) return true;
+      w.reject(new DeadlineExceededError());
+      return false;
+    });
+    if (live.length === 0) return;
+    // The batch is bounded by the earliest deadline among its units: none is answered late.
+    const earliest = live.reduce<number | undefined>((at, w) => (w.deadlineAt === undefined ? at : Math.min(at ?? w.deadlineAt, w.deadlineAt)), undefined);
+    let outcomes: Outcome[];
+    try {
+      outcomes = await withDeadlineAt(earliest, () => this.db.transaction((s) => this.decideAll(s, live.map((w) => w.unit))));
+    } catch (error) {
+      if (live.length > 1) {
+        // One unit's fault is its own: each runs again alone, in arrival order.
+        for (const waiting of live) await this.runBatch([waiting]);
+        return;
+      }
+      const waiting = live[0]!;
+      // A concurrent duplicate (another process) committed the key first: replay its result.
+      const { code, constraint } = sqlState(error);
+      if (code === '23505' && constraint === 'idempotency_keys_pkey') {
+        try {
+          const stored = await withDeadlineAt(waiting.deadlineAt, () => findIdempotent(this.db, waiting.unit.userId, waiting.unit.idempotencyKey));
+          if (stored) return waiting.resolve(waiting.unit.replay(stored));
+        } catch (replayError) {
+          return waiting.reject(replayError);
+        }
+      }
+      return waiting.reject(error);
+    }
+    live.forEach((waiting, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.ok) waiting.resolve(outcome.value);
+      else waiting.reject(outcome.error);
+    });
+  }
+
+  /** Steps 1–4 above, inside the batch's transaction; a thrown error fails the whole batch. */
+  private async decideAll(s: SqlSession, units: readonly Unit[]): Promise<Outcome[]> {
+    const userIds = units.map((u) => u.userId);
+    const { created } = await this.accounts.lockAll(s, userIds);
+    const read = await this.accounts.readLocked(s, userIds, units.map((u) => u.idempotencyKey));
+    // The account each user's next unit decides against; stale once a unit ran statements.
+    const current = new Map<string, AccountRow>();
+    for (const [userId, { account }] of read) current.set(userId, account);
+    let stale = false;
+    const pending: { write?: LedgerWrite; step: Step; unit: Unit }[] = [];
+    const flush = async () => {
+      if (pending.length === 0) return;
+      const taken = pending.splice(0);
+      const writes = taken.filter((p) => p.write !== undefined);
+      const stored = await appendTransactions(s, writes.map((p) => p.write!));
+      writes.forEach((p, i) => p.step.placed?.(stored[i]!.id, stored[i]!.createdAtMs));
+      const records = taken.filter((p) => p.write === undefined);
+      await insertIdempotencies(
+        s,
+        records.map(({ unit, step }) => ({ userId: unit.userId, idempotencyKey: unit.idempotencyKey, requestHash: unit.requestHash, resultJson: step.replayJson! })),
+      );
+      return stored;
+    };
+    const outcomes: Outcome[] = [];
+    for (const unit of units) {
+      let account = current.get(unit.userId)!;
+      let stored = read.get(unit.userId)!.replays.get(unit.idempotencyKey);
+      if (stale) {
+        await flush();
+        const again = (await this.accounts.readLocked(s, [unit.userId], [unit.idempotencyKey])).get(unit.userId)!;
+        account = again.account;
+        stored = again.replays.get(unit.idempotencyKey);
+        current.set(unit.userId, account);
+        stale = false;
+      }
+      if (stored) {
+        outcomes.push(settle(() => unit.replay(stored)));
+        continue;
+      }
+      // The unit's own statements: the first flushes what was decided before and opens a savepoint.
+      let ranStatements = false;
+      const open = async () => {
+        if (ranStatements) return;
+        await flush();
+        await s.query('savepoint unit');
+        ranStatements = true;
+      };
+      const own: SqlSession = {
+        query: async (sql, params) => {
+          await open();
+          return s.query(sql, params);
+        },
+      };
+      // Only what the unit's own code throws is the unit's; the kernel's failures fail the batch.
+      const refused = await attempt(() => unit.decide(own, account));
+      let step = refused.ok ? refused.value : undefined;
+      let error = refused.ok ? undefined : refused.error;
+      if (step) {
+        pending.push({ ...(step.write ? { write: step.write } : {}), step, unit });
+        if (step.afterWrite) {
+          await open();
+          const placed = (await flush())?.[0];
+          if (!placed) throw new Error('afterWrite without a ledger write');
+          const after = step.afterWrite;
+          const wrote = await attempt(() => after(own, placed.id));
+          if (!wrote.ok) {
+            step = undefined;
+            error = wrote.error;
+          }
+        }
+      }
+      if (step) {
+        outcomes.push({ ok: true, value: step.result });
+        if (ranStatements) stale = true;
+        else if (step.write) current.set(unit.userId, { ...account, balanceMillicredits: step.write.balanceAfterMillicredits });
+      } else {
+        if (ranStatements) {
+          // Nothing of the refused unit stays: what was decided before it was flushed before its savepoint.
+          await s.query('rollback to savepoint unit');
+          pending.splice(0);
+          stale = true;
+        }
+        outcomes.push({ ok: false, error });
+      }
+    }
+    await flush();
+    // A refusal leaves no trace, not even the account its lock created.
+    const used = new Set(units.filter((_, i) => outcomes[i]!.ok).map((u) => u.userId));
+    await this.accounts.forget(s, created.filter((userId) => !used.has(userId)));
+    return outcomes;
+  }
+}
+
+function settle(fn: () => unknown): Outcome {
+  try {
+    return { ok: true, value: fn() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+/** Runs a unit's own code: its value, or the failure that is the unit's alone (rethrows any other). */
+async function attempt<T>(fn: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (error) {
+    if (!unitLocal(error)) throw error;
+    return { ok: false, error };
+  }
+}
+
+/**
+ * A failure that belongs to the unit alone: a refusal (BillingError) or a rule's own signal
+ * (an error that is not the database's). A database error or a deadline fails the batch.
+ */
+function unitLocal(error: unknown): boolean {
+  if (error instanceof BillingError) return true;
+  if (error instanceof DeadlineExceededError) return false;
+  return error instanceof Error && sqlState(error).code === undefined;
+}
+
+/** FNV-1a of the user id, to a lane. */
+function laneOf(userId: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % lanes;
+}
