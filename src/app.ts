@@ -81,7 +81,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
-  const ledger = createLedger(db, config.catalogue);
+  const ledger = createLedger(db, config.catalogue, config.batching);
   const { holds, topUps } = ledger;
   const metrics = createMetrics();
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);

@@ -46,6 +46,8 @@ export interface Config {
   readonly requestBytesMax: number;
   /** Units of database work admitted at once (storage/admission.ts); default: from the pool's size. */
   readonly databaseWorkMax?: number;
+  /** Charges and other units of work batched per database transaction (ledger/kernel/batch.ts). */
+  readonly batching: { readonly lanes: number; readonly unitsMax: number };
   /** Timeouts and caps on connections and calls (README, Configuration). */
   readonly server: ServerLimits;
   readonly wallet: WalletConfig;
@@ -175,6 +177,8 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
   DATABASE_WORK_MAX: z.coerce.number().int().min(1).max(100_000).optional(),
+  LEDGER_BATCH_LANES: z.coerce.number().int().min(1).max(256).default(4),
+  LEDGER_BATCH_UNITS_MAX: z.coerce.number().int().min(1).max(4096).default(128),
   DEPOSIT_POLL_SECONDS: z.coerce.number().min(0.1).max(3600).default(15),
   DEPOSIT_BLOCKS_PER_POLL: z.coerce.number().int().min(1).max(10_000).default(100),
   CONNECTION_FIRST_BYTES_TIMEOUT_MS: milliseconds.default(10_000),
@@ -420,6 +424,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     requestBytesMax: e.REQUEST_BYTES_MAX,
     ...(e.DATABASE_WORK_MAX ? { databaseWorkMax: e.DATABASE_WORK_MAX } : {}),
+    batching: Object.freeze({ lanes: e.LEDGER_BATCH_LANES, unitsMax: e.LEDGER_BATCH_UNITS_MAX }),
     server: Object.freeze({
       firstBytesTimeoutMs: e.CONNECTION_FIRST_BYTES_TIMEOUT_MS,
       idleTimeoutMs: e.CONNECTION_IDLE_TIMEOUT_MS,

@@ -8,6 +8,7 @@ import { freeOperationsFacet } from './free-operations/free-operations.js';
 import { History } from './history/history.js';
 import { Holds } from './holds/holds.js';
 import { holdsFacet } from './holds/sql.js';
+import type { BatchOptions } from './kernel/batch.js';
 import { Kernel } from './kernel/unit-of-work.js';
 import { Plans } from './plans/plans.js';
 import { Promos } from './promo/promo.js';
@@ -27,10 +28,10 @@ export interface Ledger {
   verify(): Promise<LedgerReport>;
 }
 
-export function createLedger(db: Database, catalogue: Catalogue): Ledger {
+export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}): Ledger {
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
-  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)]);
+  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
   return {
     catalogue,
     kernel,

@@ -43,7 +43,7 @@ export async function startServices(options: { catalogue?: 'muse' | 'mu'; env?: 
   });
   const db = await openDatabase({ databaseUrl: database.url, dataDir: 'memory://', poolSizeMax: 16 });
   const log = pino({ level: 'silent' });
-  const ledger = createLedger(db, config.catalogue);
+  const ledger = createLedger(db, config.catalogue, config.batching);
   const metrics = createMetrics();
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);
   const transport = createRouterTransport(routes({ ledger, wallet, probe: () => db.ping() }), {

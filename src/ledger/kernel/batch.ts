@@ -17,8 +17,8 @@
 // if it then refuses, its statements roll back and the batch goes on; the accounts are read
 // again before the next unit decides. Any other failure of the batch (a database error, a
 // deadline) rolls it back, and each of its units runs again alone, so one unit's fault is
-// its own. Two units with one key in a batch: the second waits for the next batch, where
-// it finds the first's record and replays it (or is refused as a reused key).
+// its own. Two units with one key in a batch: the second reads the first's record once it
+// is written, and replays it (or is refused as a reused key), as it would have alone.
 //
 // Batches form from what is already waiting: an idle lane runs a unit at once; while a
 // batch is in the database, the units that arrive queue for the next. Accounts map to
@@ -77,6 +77,8 @@ export const BATCH_UNITS_MAX_DEFAULT = 128;
 /** Per-lane queues of units and the loop that runs them as batches. */
 export class Batches {
   private readonly lanes: { queue: Waiting[]; running: boolean }[];
+  /** Counts since start: batches run, units carried, the largest batch, units run again alone after their batch failed. */
+  readonly stats = { batches: 0, units: 0, largest: 0, rerunAlone: 0 };
 
   constructor(
     private readonly db: Database,
@@ -100,19 +102,7 @@ export class Batches {
     lane.running = true;
     try {
       while (lane.queue.length > 0) {
-        const batch: Waiting[] = [];
-        const later: Waiting[] = [];
-        const keys = new Set<string>();
-        for (const waiting of lane.queue) {
-          const key = JSON.stringify([waiting.unit.userId, waiting.unit.idempotencyKey]);
-          if (batch.length >= this.options.unitsMax || keys.has(key)) later.push(waiting);
-          else {
-            keys.add(key);
-            batch.push(waiting);
-          }
-        }
-        lane.queue = later;
-        await this.runBatch(batch);
+        await this.runBatch(lane.queue.splice(0, this.options.unitsMax));
       }
     } finally {
       lane.running = false;
@@ -127,6 +117,9 @@ export class Batches {
       return false;
     });
     if (live.length === 0) return;
+    this.stats.batches += 1;
+    this.stats.units += live.length;
+    this.stats.largest = Math.max(this.stats.largest, live.length);
     // The batch is bounded by the earliest deadline among its units: none is answered late.
     const earliest = live.reduce<number | undefined>((at, w) => (w.deadlineAt === undefined ? at : Math.min(at ?? w.deadlineAt, w.deadlineAt)), undefined);
     let outcomes: Outcome[];
@@ -135,6 +128,7 @@ export class Batches {
     } catch (error) {
       if (live.length > 1) {
         // One unit's fault is its own: each runs again alone, in arrival order.
+        this.stats.rerunAlone += live.length;
         for (const waiting of live) await this.runBatch([waiting]);
         return;
       }
@@ -163,10 +157,12 @@ export class Batches {
     const userIds = units.map((u) => u.userId);
     const { created } = await this.accounts.lockAll(s, userIds);
     const read = await this.accounts.readLocked(s, userIds, units.map((u) => u.idempotencyKey));
-    // The account each user's next unit decides against; stale once a unit ran statements.
+    // The account each user's next unit decides against. A unit that ran statements of its
+    // own may have changed any account: all are read again before their next unit decides.
     const current = new Map<string, AccountRow>();
     for (const [userId, { account }] of read) current.set(userId, account);
-    let stale = false;
+    // Keys a unit of this batch has recorded: a later unit with the same key replays that record.
+    const recorded = new Set<string>();
     const pending: { write?: LedgerWrite; step: Step; unit: Unit }[] = [];
     const flush = async () => {
       if (pending.length === 0) return;
@@ -183,15 +179,15 @@ export class Batches {
     };
     const outcomes: Outcome[] = [];
     for (const unit of units) {
-      let account = current.get(unit.userId)!;
+      let account = current.get(unit.userId);
       let stored = read.get(unit.userId)!.replays.get(unit.idempotencyKey);
-      if (stale) {
+      const keyId = JSON.stringify([unit.userId, unit.idempotencyKey]);
+      if (!account || recorded.has(keyId)) {
         await flush();
         const again = (await this.accounts.readLocked(s, [unit.userId], [unit.idempotencyKey])).get(unit.userId)!;
         account = again.account;
         stored = again.replays.get(unit.idempotencyKey);
         current.set(unit.userId, account);
-        stale = false;
       }
       if (stored) {
         outcomes.push(settle(() => unit.replay(stored)));
@@ -231,14 +227,15 @@ export class Batches {
       }
       if (step) {
         outcomes.push({ ok: true, value: step.result });
-        if (ranStatements) stale = true;
+        recorded.add(keyId);
+        if (ranStatements) current.clear();
         else if (step.write) current.set(unit.userId, { ...account, balanceMillicredits: step.write.balanceAfterMillicredits });
       } else {
         if (ranStatements) {
           // Nothing of the refused unit stays: what was decided before it was flushed before its savepoint.
           await s.query('rollback to savepoint unit');
           pending.splice(0);
-          stale = true;
+          current.clear();
         }
         outcomes.push({ ok: false, error });
       }

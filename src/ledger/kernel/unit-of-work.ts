@@ -47,6 +47,11 @@ export class Kernel {
     });
   }
 
+  /** How the units of work were batched since start (batch.ts). */
+  get batchStats(): Readonly<Batches['stats']> {
+    return { ...this.batches.stats };
+  }
+
   /** The balance of a user as things stand, without locking; 0 on FREE for a user never seen. */
   async balance(userId: string): Promise<BalanceView> {
     return balanceView(this.catalogue, await this.accounts.read(this.db, userId));
