@@ -102,7 +102,9 @@ export class Batches {
     lane.running = true;
     try {
       while (lane.queue.length > 0) {
-        await this.runBatch(lane.queue.splice(0, this.options.unitsMax));
+        const batch = lane.queue.splice(0, this.options.unitsMax);
+        // Whatever happens, every unit of the batch is answered (settling twice changes nothing).
+        await this.runBatch(batch).catch((error: unknown) => batch.forEach((w) => w.reject(error)));
       }
     } finally {
       lane.running = false;
@@ -212,9 +214,10 @@ export class Batches {
       let step = refused.ok ? refused.value : undefined;
       let error = refused.ok ? undefined : refused.error;
       if (step) {
+        // Rows that reference the new transaction need it written: under the unit's savepoint.
+        if (step.afterWrite) await open();
         pending.push({ ...(step.write ? { write: step.write } : {}), step, unit });
         if (step.afterWrite) {
-          await open();
           const placed = (await flush())?.[0];
           if (!placed) throw new Error('afterWrite without a ledger write');
           const after = step.afterWrite;
