@@ -239,6 +239,24 @@ describe('one unit of a batch', () => {
     expect(k.batchStats.rerunAlone).toBe(0);
   });
 
+  it('with rows that reference its transaction writes them in the batch, beside pure units', async () => {
+    const l = ledger();
+    const k = l.kernel;
+    const post = (userId: string, key: string, reference: boolean) =>
+      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h' }, async (_s, account) => ({
+        ...creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 100n, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey: key, metadata: {} }),
+        ...(reference
+          ? { afterWrite: async (s: { query: Database['query'] }, id: string) => void (await s.query(`insert into promo_codes (code, amount_millicredits) values ($1, 1)`, [`AW-${id}`])) }
+          : {}),
+      }));
+    const [a, b, c] = await Promise.all([post('aw', 'a', false), post('aw', 'b', true), post('aw', 'c', false)]);
+    expect(await balance('aw')).toBe('300');
+    const rows = await dbMany.query(`select code from promo_codes where code = $1`, [`AW-${b.transaction.id}`]);
+    expect(rows).toHaveLength(1);
+    expect(BigInt(a.transaction.id) < BigInt(b.transaction.id) && BigInt(b.transaction.id) < BigInt(c.transaction.id)).toBe(true);
+    expect(k.batchStats.largest).toBeGreaterThan(1);
+  });
+
   it('sent twice in one batch is written once and answered alike', async () => {
     const l = ledger();
     await grant(l, 'dup', 1000n);
