@@ -284,3 +284,22 @@ describe('one unit of a batch', () => {
     expect(await balance('late')).toBe('980');
   });
 });
+
+describe('balance reads that arrive together', () => {
+  it('are answered by fewer statements, each with its own user', async () => {
+    const l = createLedger(dbMany, catalogue, { lanes: 1 });
+    const users = Array.from({ length: 8 }, (_, i) => `read-${i}`);
+    for (const [i, userId] of users.slice(0, 6).entries()) {
+      await l.credits.grant({ userId, idempotencyKey: 'fund', grant: { kind: 'amount', amountMillicredits: BigInt(100 * (i + 1)) }, reason: 'r', reference: '', metadata: {} });
+    }
+    const asked = Array.from({ length: 60 }, (_, i) => users[i % users.length]!);
+    const together = await Promise.all(asked.map((userId) => l.kernel.balance(userId)));
+    const alone: unknown[] = [];
+    for (const userId of asked) alone.push(await createLedger(dbMany, catalogue).kernel.balance(userId));
+    expect(together).toEqual(alone);
+    expect(together.map((b) => b.balanceMillicredits)).toEqual(asked.map((u) => (Number(u.slice(5)) < 6 ? BigInt(100 * (Number(u.slice(5)) + 1)) : 0n)));
+    expect(l.kernel.readStats.reads).toBe(60);
+    expect(l.kernel.readStats.statements).toBeLessThan(60);
+  });
+});
+

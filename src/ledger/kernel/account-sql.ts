@@ -76,7 +76,22 @@ export class AccountStore {
 
   /** Reads an account without locking it; a user never seen reads as empty. */
   async read(s: Pick<SqlSession, 'query'>, userId: string): Promise<AccountRow> {
-    return (await this.find(s, userId)) ?? this.facets.reduce((account, f) => (f.unseen ? f.unseen(account) : account), baseAccount(userId));
+    return (await this.find(s, userId)) ?? this.empty(userId);
+  }
+
+  /** Reads accounts without locking them; users never seen read as empty. */
+  async readMany(s: Pick<SqlSession, 'query'>, userIds: readonly string[]): Promise<Map<string, AccountRow>> {
+    const distinct = [...new Set(userIds)];
+    const rows = distinct.length === 1
+      ? await s.query(`select ${this.columns} from user_accounts a where a.user_id = $1`, distinct)
+      : await s.query(`select ${this.columns} from user_accounts a where a.user_id = any($1::text[])`, [distinct]);
+    const found = new Map(rows.map((row) => [String(row.user_id), this.map(row)] as const));
+    for (const userId of distinct) if (!found.has(userId)) found.set(userId, this.empty(userId));
+    return found;
+  }
+
+  private empty(userId: string): AccountRow {
+    return this.facets.reduce((account, f) => (f.unseen ? f.unseen(account) : account), baseAccount(userId));
   }
 
   /** Reads an account that must exist (it was just written). */

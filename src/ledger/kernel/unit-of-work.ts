@@ -9,6 +9,7 @@ import { type AccountFacet, type AccountRow, AccountStore } from './account-sql.
 import { BATCH_LANES_DEFAULT, BATCH_UNITS_MAX_DEFAULT, type BatchOptions, Batches, type Step, type Unit } from './batch.js';
 import type { StoredReplay } from './idempotency-sql.js';
 import type { LedgerWrite } from './posting-sql.js';
+import { Reads } from './reads.js';
 import { decodeReplay, encodeReplay, type ReplayKind } from './replay.js';
 import { balanceView, type BalanceView, type TransactionView } from './views.js';
 
@@ -32,6 +33,7 @@ export interface Decision<R extends { transaction: TransactionView }> {
 export class Kernel {
   readonly accounts: AccountStore;
   private readonly batches: Batches;
+  private readonly reads: Reads;
 
   constructor(
     readonly db: Database,
@@ -45,6 +47,8 @@ export class Kernel {
       lanes: batching.lanes ?? BATCH_LANES_DEFAULT,
       unitsMax: batching.unitsMax ?? BATCH_UNITS_MAX_DEFAULT,
     });
+    // Each read is admitted on its own, like each unit; a read statement carries admitted reads.
+    this.reads = new Reads(db.unadmitted ?? db, this.accounts);
   }
 
   /** How the units of work were batched since start (batch.ts). */
@@ -52,9 +56,14 @@ export class Kernel {
     return { ...this.batches.stats };
   }
 
+  /** How balance reads were coalesced since start (reads.ts). */
+  get readStats(): Readonly<Reads['stats']> {
+    return { ...this.reads.stats };
+  }
+
   /** The balance of a user as things stand, without locking; 0 on FREE for a user never seen. */
   async balance(userId: string): Promise<BalanceView> {
-    return balanceView(this.catalogue, await this.accounts.read(this.db, userId));
+    return balanceView(this.catalogue, await this.db.admit(() => this.reads.read(userId)));
   }
 
   /**
