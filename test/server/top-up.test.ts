@@ -13,7 +13,7 @@ import { checkSchedule, scheduleDailyTopUp } from '../../src/jobs/daily-top-up.j
 import { SYSTEM_DAILY_TOP_UP } from '../../src/ledger/kernel/names.js';
 import { DailyTopUps, utcDay } from '../../src/ledger/top-up/top-up.js';
 import { verifyLedger } from '../../src/ledger/verify/verify.js';
-import type { Database } from '../../src/storage/database.js';
+import { type Database, openDatabase } from '../../src/storage/database.js';
 import { awayFromUtcMidnight, failure, key, startTestApp, type TestApp, fund as grantFunds } from '../support/app.js';
 
 const TARGET = 5_000n;
@@ -151,6 +151,48 @@ describe('two service processes topping up the same day at the same time', () =>
     const topUps = await topUpsOf(a.app.db, day);
     expect(topUps).toHaveLength(300);
     expect(topUps.every((r) => r.n === 1 && r.balance_after === '5000')).toBe(true);
+    expect((await verifyLedger(a.app.db)).violations).toEqual([]);
+  });
+});
+
+describe('a run that stops half-way', () => {
+  it('keeps the batches it committed, and a re-run tops up each of the rest exactly once', async () => {
+    const [a] = await twoApps();
+    const users = Array.from({ length: 60 }, (_, i) => `stop-${String(i).padStart(2, '0')}`);
+    await runAll(users.length, 16, (i) => fund(a, users[i]!, BigInt(i * 50)));
+    // A connection that gives up on a statement after 1 s: the batch that reaches the row
+    // another transaction holds fails, as a run cut by a crash or a lost connection does.
+    const impatient = await openDatabase({ databaseUrl: a.database!.url, dataDir: 'memory://', poolSizeMax: 2, statementTimeoutMs: 1_000 });
+    const day = today();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const holder = a.app.db.transaction(async (s) => {
+      await s.query(`select 1 from user_accounts where user_id = 'stop-30' for update`);
+      locked();
+      await held;
+    });
+    try {
+      await isLocked;
+      const stopped = new DailyTopUps(impatient, a.app.ledger.catalogue, { batchSize: 7, connections: 2 }).run(day);
+      await expect(stopped).rejects.toThrow(/statement timeout/);
+    } finally {
+      release();
+      await holder;
+      await impatient.close();
+    }
+    const partial = await topUpsOf(a.app.db, day);
+    expect(partial.length).toBeGreaterThan(0);
+    expect(partial.length).toBeLessThan(users.length);
+    expect(partial.map((r) => r.user_id)).not.toContain('stop-30');
+
+    const rest = await new DailyTopUps(a.app.db, a.app.ledger.catalogue, { batchSize: 7 }).run(day);
+    expect(rest.accountsToppedUp).toBe(BigInt(users.length - partial.length));
+    const topUps = await topUpsOf(a.app.db, day);
+    expect(topUps).toHaveLength(users.length);
+    expect(topUps.every((r) => r.n === 1 && r.balance_after === '5000')).toBe(true);
+    expect(await balances(a.app.db)).toEqual(new Map(users.map((u) => [u, TARGET])));
     expect((await verifyLedger(a.app.db)).violations).toEqual([]);
   });
 });

@@ -1,16 +1,26 @@
-// The daily free top-up's SQL: one set-based statement per batch of accounts. Each batch
-// is its own database transaction, so row locks are held for one statement only and a
-// run over a million accounts never holds them all.
+// The daily free top-up's SQL, two statements per batch of accounts: a read that bounds the
+// batch (its window of user_ids) and one set-based write that tops the window up. Each write
+// is its own database transaction, so row locks are held for one statement only and a run
+// over a million accounts never holds them all.
 import type { SqlSession } from '../../storage/database.js';
 import { USER_ACCOUNT_PREFIX } from '../kernel/names.js';
+
+export interface TopUpWindowInput {
+  /** The UTC day, "YYYY-MM-DD". */
+  day: string;
+  targetMillicredits: bigint;
+  /** Keyset cursor: only accounts with user_id greater than this ('' for the first window). */
+  afterUserId: string;
+  batchSize: number;
+}
 
 export interface TopUpBatchInput {
   /** The UTC day, "YYYY-MM-DD". */
   day: string;
   targetMillicredits: bigint;
-  /** Keyset cursor: only accounts with user_id greater than this ('' for the first batch). */
+  /** The window: accounts with afterUserId < user_id <= upToUserId. */
   afterUserId: string;
-  batchSize: number;
+  upToUserId: string;
   /** The system account the credits come from. */
   source: string;
   /** Stored on each top-up transaction; the daily_top_ups primary key is the real guard. */
@@ -21,16 +31,31 @@ export interface TopUpBatchInput {
 export interface TopUpBatchResult {
   accountsToppedUp: bigint;
   totalMillicredits: bigint;
-  /** The last user_id this batch looked at; undefined when no account was left. */
-  lastUserId?: string;
 }
 
 /*
- * How one batch stays correct beside charges, holds and other runs (replicas, re-runs):
+ * The window: the last user_id of the next batchSize candidates after the cursor, from the
+ * statement's snapshot, without locking. It only bounds a batch and advances the cursor,
+ * even when every candidate turns out to be taken by a concurrent run by the time its batch
+ * runs. OFFSET 0 keeps the NOT EXISTS a probe of daily_top_ups' primary key per candidate:
+ * as an anti-join the planner read every claim of the day again for every batch (quadratic;
+ * a third of a batch's time by the end of a million accounts).
+ */
+const TOP_UP_WINDOW_SQL = `
+  select max(w.user_id) as last_user_id from (
+    select a.user_id from user_accounts a
+     where a.plan = 'FREE' and a.balance_millicredits < $2::bigint and a.user_id > $3
+       and not exists (select 1 from daily_top_ups d where d.user_id = a.user_id and d.day = $1::date offset 0)
+     order by a.user_id
+     limit $4) w`;
+
+/*
+ * How one batch stays correct beside charges, holds and other runs (replicas, re-runs, the
+ * other batch of this run, whose window is disjoint):
  *
- * - `scan` picks the next window of candidates from the statement's snapshot, without
- *   locking: it only bounds the batch and advances the cursor, even when every candidate
- *   turns out to be taken by a concurrent run.
+ * - `scan` reads the window's candidates from the statement's snapshot, without locking.
+ *   The window's bounds are in the claims' NOT EXISTS too, so whatever join the planner
+ *   picks reads the claims of this window only.
  * - `locked` locks those rows FOR UPDATE in user_id order (the order every multi-row
  *   locker uses, so runs cannot deadlock each other). A row changed by a committed
  *   charge, grant or another run is re-read and re-checked against plan and target, so
@@ -41,14 +66,17 @@ export interface TopUpBatchResult {
  *   foreign key is checked at the end of the statement, when it does.
  * - `credited` raises the balance by a delta computed under the lock (never a blind
  *   overwrite), and the transaction and its two postings go in with it.
+ *
+ * A window holds batchSize candidates when it is read, plus the accounts that enter its
+ * key range before the batch runs (milliseconds later); a range keeps the planner's
+ * estimates of a window near its size even in a cached generic plan.
  */
 const TOP_UP_BATCH_SQL = `
   with scan as (
     select a.user_id from user_accounts a
-     where a.plan = 'FREE' and a.balance_millicredits < $2::bigint and a.user_id > $3
-       and not exists (select 1 from daily_top_ups d where d.user_id = a.user_id and d.day = $1::date)
-     order by a.user_id
-     limit $4
+     where a.plan = 'FREE' and a.balance_millicredits < $2::bigint and a.user_id > $3 and a.user_id <= $4
+       and not exists (select 1 from daily_top_ups d
+                        where d.user_id = a.user_id and d.day = $1::date and d.user_id > $3 and d.user_id <= $4)
   ), locked as (
     select a.user_id, a.balance_millicredits as balance from user_accounts a
      where a.user_id in (select user_id from scan)
@@ -77,27 +105,27 @@ const TOP_UP_BATCH_SQL = `
     select c.transaction_id, p.account, p.amount from credited c
      cross join lateral (values ($5, -c.amount), ('${USER_ACCOUNT_PREFIX}' || c.user_id, c.amount)) as p (account, amount)
   )
-  select (select count(*) from credited)::text as accounts,
-         (select coalesce(sum(amount), 0) from credited)::text as total,
-         (select max(user_id) from scan) as last_user_id`;
+  select count(*)::text as accounts, coalesce(sum(amount), 0)::text as total from credited`;
 
-/** Tops up one batch of FREE accounts below the target; one statement, one transaction. */
+/** The upper bound of the next window after the cursor; undefined when no candidate is left. */
+export async function topUpWindow(s: Pick<SqlSession, 'query'>, input: TopUpWindowInput): Promise<string | undefined> {
+  const rows = await s.query(TOP_UP_WINDOW_SQL, [input.day, input.targetMillicredits.toString(), input.afterUserId, input.batchSize]);
+  const last = rows[0]?.last_user_id;
+  return typeof last === 'string' ? last : undefined;
+}
+
+/** Tops up the eligible accounts of one window; one statement, one transaction. */
 export async function topUpBatch(s: Pick<SqlSession, 'query'>, input: TopUpBatchInput): Promise<TopUpBatchResult> {
   const rows = await s.query(TOP_UP_BATCH_SQL, [
     input.day,
     input.targetMillicredits.toString(),
     input.afterUserId,
-    input.batchSize,
+    input.upToUserId,
     input.source,
     input.idempotencyKey,
     input.reason,
   ]);
   const row = rows[0];
   if (!row) throw new Error('top-up batch returned no summary row');
-  const result: TopUpBatchResult = {
-    accountsToppedUp: BigInt(String(row.accounts)),
-    totalMillicredits: BigInt(String(row.total)),
-  };
-  if (typeof row.last_user_id === 'string') result.lastUserId = row.last_user_id;
-  return result;
+  return { accountsToppedUp: BigInt(String(row.accounts)), totalMillicredits: BigInt(String(row.total)) };
 }

@@ -1,14 +1,17 @@
 // The daily free top-up: every FREE account below the target (5 credits by default) is
 // raised to it, at most once per user per UTC day. Set-based, a batch of accounts per
-// statement; re-runs, overlapping runs and replicas are harmless (see sql.ts).
+// statement, two batches at a time on PostgreSQL; re-runs, overlapping runs and replicas
+// are harmless (see sql.ts).
 import type { Catalogue } from '../../domain/catalogue.js';
 import { invalidField } from '../../domain/errors.js';
 import { unchecked } from '../../domain/request.js';
 import type { Database } from '../../storage/database.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
-import { topUpBatch } from './sql.js';
+import { topUpBatch, topUpWindow } from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
+/** Batches written at once on PostgreSQL, each on a connection of its own (PGlite has one). */
+export const TOP_UP_CONNECTIONS_DEFAULT = 2;
 /** How far back an operator may run a missed day; older dates are refused as typos. */
 export const TOP_UP_DAYS_BACK_MAX = 7;
 
@@ -22,6 +25,8 @@ export interface TopUpResult {
 export interface TopUpOptions {
   /** Accounts per statement (default 10,000). */
   readonly batchSize?: number;
+  /** Batches written at once, each on its own pooled connection (default 2; 1 on PGlite). */
+  readonly connections?: number;
 }
 
 /** The UTC calendar day of an instant, "YYYY-MM-DD". */
@@ -50,6 +55,7 @@ export function checkTopUpDate(date: string, now: Date = new Date(), field = 'da
 
 export class DailyTopUps {
   private readonly batchSize: number;
+  private readonly connections: number;
 
   constructor(
     private readonly db: Database,
@@ -58,27 +64,60 @@ export class DailyTopUps {
   ) {
     this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+    this.connections = options.connections ?? (db.kind === 'pglite' ? 1 : TOP_UP_CONNECTIONS_DEFAULT);
+    if (!Number.isInteger(this.connections) || this.connections < 1 || this.connections > 16) {
+      throw new RangeError('connections must be an integer in [1, 16]');
+    }
   }
 
-  /** Tops up every eligible account for `date` ("" = today, UTC); reports what this run did. */
+  /**
+   * Tops up every eligible account for `date` ("" = today, UTC); reports what this run did.
+   * The accounts are swept in user_id order, one window of candidates at a time; each
+   * window is written as one batch, and `connections` batches are written at once (their
+   * windows are disjoint, so they never wait for each other's locks). A failed batch stops
+   * the run once the batches already under way have ended, and the error is thrown:
+   * committed batches stay, and a re-run tops up the rest.
+   */
   async run(date: string, now: Date = new Date()): Promise<TopUpResult> {
     const day = checkTopUpDate(date, now);
+    const targetMillicredits = this.catalogue.dailyTopUpTargetMillicredits;
     const total: TopUpResult = { accountsToppedUp: 0n, totalMillicredits: 0n };
+    // The cursor is shared: windows are read one after another, each after the last, so
+    // the batches' windows are disjoint and cover the accounts in user_id order.
     let after: string | undefined = '';
-    while (after !== undefined) {
-      const batch = await topUpBatch(this.db, {
-        day,
-        targetMillicredits: this.catalogue.dailyTopUpTargetMillicredits,
-        afterUserId: after,
-        batchSize: this.batchSize,
-        source: SYSTEM_DAILY_TOP_UP,
-        idempotencyKey: `daily-top-up:${day}`,
-        reason: 'daily free top-up',
+    let failed = false;
+    let reading: Promise<unknown> = Promise.resolve();
+    const nextWindow = (): Promise<{ afterUserId: string; upToUserId: string } | undefined> => {
+      const read = reading.then(async () => {
+        if (after === undefined || failed) return undefined;
+        const afterUserId = after;
+        after = await topUpWindow(this.db, { day, targetMillicredits, afterUserId, batchSize: this.batchSize });
+        return after === undefined ? undefined : { afterUserId, upToUserId: after };
       });
-      total.accountsToppedUp += batch.accountsToppedUp;
-      total.totalMillicredits += batch.totalMillicredits;
-      after = batch.lastUserId;
-    }
+      reading = read.catch(() => undefined);
+      return read;
+    };
+    const writer = async (): Promise<void> => {
+      try {
+        for (let window = await nextWindow(); window !== undefined; window = await nextWindow()) {
+          const batch = await topUpBatch(this.db, {
+            day,
+            targetMillicredits,
+            ...window,
+            source: SYSTEM_DAILY_TOP_UP,
+            idempotencyKey: `daily-top-up:${day}`,
+            reason: 'daily free top-up',
+          });
+          total.accountsToppedUp += batch.accountsToppedUp;
+          total.totalMillicredits += batch.totalMillicredits;
+        }
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    };
+    const outcomes = await Promise.allSettled(Array.from({ length: this.connections }, writer));
+    for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
     return total;
   }
 }
