@@ -17,4 +17,5 @@ COPY config ./config
 RUN mkdir -p /data && chown node:node /data
 USER node
 EXPOSE 8080 9464
-CMD ["node", "dist/src/main.js"]
+# The same V8 heap settings as `npm start` (README, "Memory").
+CMD ["node", "--max-old-space-size=1024", "--max-semi-space-size=8", "dist/src/main.js"]

@@ -1,9 +1,11 @@
 // One port for gRPC (h2c), gRPC-Web and Connect over HTTP/2 and HTTP/1.1: a TCP listener
 // looks at the first bytes of each connection and hands it to the HTTP/2 server (the
 // client sent the h2 preface, "PRI * HTTP/2.0") or to the HTTP/1.1 server. Node has no way
-// to peek at a socket, and HTTP/2 reads the native handle directly (bytes put back with
-// unshift() would be lost), so HTTP/2 connections get a thin stream that replays the bytes
-// already read; HTTP/1.1 takes the socket itself with the bytes unshifted.
+// to peek at a socket, so the bytes read to decide are put back with unshift() and both
+// servers take the socket itself: HTTP/1.1 reads them as any buffered data, and HTTP/2
+// (Node's http2 core, on the tick after the session starts) feeds the bytes already in the
+// socket's buffer to the session before its native handle reads the rest. No JS stream
+// sits between the socket and HTTP/2, so its frames are read and written natively.
 //
 // Every connection is bounded in time and number (ServerLimits): the first bytes must come
 // within firstBytesTimeoutMs; an HTTP/1.1 request's headers within headersTimeoutMs and the
@@ -15,7 +17,6 @@
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { Duplex } from 'node:stream';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
 import { createHandler } from './rpc/handler.js';
 
@@ -259,70 +260,30 @@ function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): v
   stream.once('close', () => clearTimeout(timer));
 }
 
-/** Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1. */
+/**
+ * Reads just enough of the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1, puts
+ * them back and hands the socket itself on. The socket stays paused from then on until its
+ * server reads it: bytes that come meanwhile wait in its buffer behind the ones put back.
+ */
 function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
-  let head = Buffer.alloc(0);
+  let head: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), firstBytesMs);
   socket.once('close', () => clearTimeout(timer));
   const onData = (chunk: Buffer) => {
-    head = Buffer.concat([head, chunk]);
+    head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
     if (head.length < H2_PREFACE_START.length) return;
     clearTimeout(timer);
     socket.off('data', onData);
     socket.pause();
+    socket.unshift(head);
     if (head.subarray(0, H2_PREFACE_START.length).equals(H2_PREFACE_START)) {
-      h2.emit('connection', new ReplayingSocket(socket, head));
+      // Not resumed: Node's http2 drains the buffer with read() on the next tick, and a
+      // flowing socket would hand those bytes to no one.
+      h2.emit('connection', socket);
     } else {
-      socket.unshift(head);
       h1.emit('connection', socket);
       socket.resume();
     }
   };
   socket.on('data', onData);
-}
-
-/** A duplex over a socket whose first bytes were already read: it replays them first. */
-class ReplayingSocket extends Duplex {
-  constructor(
-    private readonly socket: net.Socket,
-    head: Buffer,
-  ) {
-    super();
-    this.push(head);
-    socket.on('data', (chunk: Buffer) => {
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.once('end', () => this.push(null));
-    socket.once('error', (error) => this.destroy(error));
-    socket.once('close', () => this.destroy());
-  }
-
-  get remoteAddress(): string | undefined {
-    return this.socket.remoteAddress;
-  }
-
-  get remotePort(): number | undefined {
-    return this.socket.remotePort;
-  }
-
-  override _read(): void {
-    this.socket.resume();
-  }
-
-  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.socket.write(chunk, encoding, callback);
-  }
-
-  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.socket.write(Buffer.concat(chunks.map((c) => c.chunk)), callback);
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.socket.end(callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.socket.destroy(error ?? undefined);
-    callback(error);
-  }
 }
