@@ -21,6 +21,8 @@ export interface HistoryOptions {
   userPrefix: string;
   /** Seed of the user and amount choice (printed by the caller). */
   seed: number;
+  /** "random" (default): each transaction's user is drawn; "even": users take turns, so each gets n / users. */
+  spread?: 'random' | 'even';
 }
 
 export interface HistoryResult {
@@ -89,19 +91,20 @@ export async function seedHistory(options: HistoryOptions): Promise<HistoryResul
   const { transactions: n, users } = options;
   const client = new pg.Client({ connectionString: options.databaseUrl });
   await client.connect();
-  let balances: bigint[];
-  let firstId: bigint;
+  // Numbers, not bigints: ids and balances (at most 10^15, a CHECK) are exact below 2^53.
+  let balances: number[];
+  let firstId: number;
   try {
     const rows = await client.query<{ user_id: string; balance: string }>(
       `select user_id, balance_millicredits::text as balance from user_accounts
         where user_id like $1 || '%'`,
       [options.userPrefix],
     );
-    const byUser = new Map(rows.rows.map((r) => [r.user_id, BigInt(r.balance)]));
-    balances = Array.from({ length: users + 1 }, (_, i) => (i === 0 ? 0n : byUser.get(`${options.userPrefix}${i}`) ?? -1n));
-    if (balances.slice(1).some((b) => b < 0n)) throw new Error('history: not every bench user exists');
+    const byUser = new Map(rows.rows.map((r) => [r.user_id, Number(r.balance)]));
+    balances = Array.from({ length: users + 1 }, (_, i) => (i === 0 ? 0 : byUser.get(`${options.userPrefix}${i}`) ?? -1));
+    if (balances.slice(1).some((b) => b < 0)) throw new Error('history: not every bench user exists');
     const max = await client.query<{ id: string }>(`select coalesce(max(id), 0)::text as id from transactions`);
-    firstId = BigInt(max.rows[0]!.id) + 1n;
+    firstId = Number(max.rows[0]!.id) + 1;
   } finally {
     await client.end();
   }
@@ -109,10 +112,15 @@ export async function seedHistory(options: HistoryOptions): Promise<HistoryResul
   const random = prng(options.seed);
   const userOf = new Uint32Array(n);
   const amountOf = new Uint8Array(n);
+  const spent = new Float64Array(users + 1);
   for (let i = 0; i < n; i += 1) {
-    userOf[i] = 1 + Math.floor(random() * users);
+    const u = options.spread === 'even' ? 1 + (i % users) : 1 + Math.floor(random() * users);
+    userOf[i] = u;
     amountOf[i] = 1 + Math.floor(random() * AMOUNT_MAX);
+    spent[u]! += amountOf[i]!;
   }
+  const short = balances.findIndex((b, u) => u > 0 && b < spent[u]!);
+  if (short > 0) throw new Error(`history: ${options.userPrefix}${short} has ${balances[short]} milli-credits, less than its ${spent[short]} of history`);
   const balanceAfter = balances.slice();
   const copy = await psql(options.databaseUrl, async (stdin) => {
     const prefix = options.userPrefix;
@@ -122,8 +130,8 @@ export async function seedHistory(options: HistoryOptions): Promise<HistoryResul
       let chunk = '';
       for (let i = start; i < Math.min(n, start + ROWS_PER_CHUNK); i += 1) {
         const u = userOf[i]!;
-        const after = (balanceAfter[u]! -= BigInt(amountOf[i]!));
-        chunk += `${firstId + BigInt(i)}\t${prefix}${u}\tCHARGE\t-${amountOf[i]}\t${after}\tbench\n`;
+        const after = (balanceAfter[u]! -= amountOf[i]!);
+        chunk += `${firstId + i}\t${prefix}${u}\tCHARGE\t-${amountOf[i]}\t${after}\tbench\n`;
       }
       await write(stdin, chunk);
     }
@@ -131,7 +139,7 @@ export async function seedHistory(options: HistoryOptions): Promise<HistoryResul
     for (let start = 0; start < n; start += ROWS_PER_CHUNK) {
       let chunk = '';
       for (let i = start; i < Math.min(n, start + ROWS_PER_CHUNK); i += 1) {
-        const id = firstId + BigInt(i);
+        const id = firstId + i;
         chunk += `${id}\tuser:${prefix}${userOf[i]}\t-${amountOf[i]}\n${id}\tsystem:revenue:bench\t${amountOf[i]}\n`;
       }
       await write(stdin, chunk);
@@ -145,8 +153,8 @@ export async function seedHistory(options: HistoryOptions): Promise<HistoryResul
       await write(stdin, `update user_accounts a set balance_millicredits = v.balance, updated_at = now()
         from (values ${values}) as v (user_id, balance) where a.user_id = v.user_id;\n`);
     }
-    const lastId = firstId + BigInt(n) - 1n;
-    await write(stdin, `select setval(pg_get_serial_sequence('transactions', 'id'), ${lastId > 0n ? lastId : 1n});\ncommit;\n`);
+    const lastId = firstId + n - 1;
+    await write(stdin, `select setval(pg_get_serial_sequence('transactions', 'id'), ${Math.max(lastId, 1)});\ncommit;\n`);
   });
   const analyze = await psql(options.databaseUrl, (stdin) => write(stdin, 'analyze transactions;\nanalyze postings;\nanalyze user_accounts;\n'));
   return {

@@ -4,8 +4,9 @@
 //   1. builds the server (`npm run build` → dist/) and starts dist/src/main.js as a child
 //      process on this same Node; with BENCH_SERVER=tsx, or when the build fails, it starts
 //      src/main.ts under tsx instead and says that its memory is not production's,
-//   2. creates a throwaway database (dropped at the end) and seeds BENCH_USERS users and one
-//      hot user through Grant,
+//   2. creates a throwaway database (dropped at the end), seeds BENCH_USERS users and one
+//      hot user through Grant, and gives each of those users one page (50) of past charges
+//      with COPY, so ListTransactions returns full pages,
 //   3. runs bench/load.ts in another process, BENCH_WARMUP_SECONDS + BENCH_SECONDS each:
 //      charge-spread, then charge-spread-half-rate (open loop at half the charge-spread rate
 //      just measured), charge-hot, get-balance-spread, list-transactions-spread, closed loops
@@ -39,6 +40,7 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { BillingService, GetBalanceRequestSchema } from '../gen/billing/v1/billing_service_pb.js';
+import { PAGE_SIZE_DEFAULT } from '../src/domain/request.js';
 import { verifyLedger } from '../src/ledger/verify/verify.js';
 import { openDatabase } from '../src/storage/database.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
@@ -710,6 +712,13 @@ async function main(): Promise<void> {
     const seedStart = Date.now();
     await seed(server.url);
     log(`seeded ${USERS} users + 1 hot user in ${Date.now() - seedStart} ms`);
+    // One default page (PAGE_SIZE_DEFAULT) of past charges per spread user, so that
+    // list-transactions-spread lists full pages on the "empty" ledger too, and the history run
+    // compares ledger sizes rather than page lengths.
+    const page = await seedHistory({
+      databaseUrl: db.url, transactions: USERS * PAGE_SIZE_DEFAULT, users: USERS, userPrefix: USER_PREFIX, seed: 1, spread: 'even',
+    });
+    log(`seeded one page of history per user (${page.transactions} charges, COPY) in ${page.totalSeconds} s`);
     const scenarios = await runScenarios(server, SCENARIOS, onRss);
     const h2load = await h2loadGetBalance(server, onRss);
     if (h2load) scenarios.push(h2load);
