@@ -21,6 +21,8 @@ export interface GoalInputs {
   pgbenchHotTps: number;
   serverPeakRssMiB: number;
   topUpSeconds: number | undefined;
+  /** Accounts the top-up ran over (the goal is stated for 1,000,000). */
+  topUpAccounts: number | undefined;
   /** calls/s by scenario name of the history run (after seeding). */
   historyCallsPerSecond: Record<string, number | undefined> | undefined;
 }
@@ -49,7 +51,9 @@ export function goals(inputs: GoalInputs): Goal[] {
     ...goal('charge-spread-half-rate p99 ms', inputs.halfRateP99Ms ?? Number.NaN, '<=', 10,
       'p99 from the scheduled send time, open loop at half the charge-spread rate'),
     ...goal('serverPeakRssMiB', inputs.serverPeakRssMiB, '<=', 200, "the server's peak resident memory over the run"),
-    ...goal('daily top-up seconds', inputs.topUpSeconds, '<=', 30, 'one daily top-up run over the seeded FREE accounts'),
+    ...goal(
+      inputs.topUpAccounts === 1_000_000 ? 'daily top-up seconds' : `daily top-up seconds (${inputs.topUpAccounts} accounts, not the goal's 1,000,000)`,
+      inputs.topUpSeconds, '<=', 30, 'one daily top-up run over the seeded FREE accounts'),
   ];
   const h = inputs.historyCallsPerSecond;
   if (h) {

@@ -761,6 +761,7 @@ async function main(): Promise<void> {
       pgbenchHotTps: pgHot.tps,
       serverPeakRssMiB: peakMiB,
       topUpSeconds: topUp?.topUpSeconds,
+      topUpAccounts: topUp?.accounts,
       historyCallsPerSecond: history ? byName(history.scenarios) : undefined,
     });
     const out = (text: string) => process.stdout.write(text);
