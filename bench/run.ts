@@ -30,7 +30,7 @@
 // instead of dropping it), TEST_DATABASE_URL (admin URL, see test/support/postgres.ts).
 // Only 127.0.0.1 is contacted.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -238,7 +238,8 @@ interface ServerStart {
   buildSeconds?: number;
 }
 
-const COMPILED_MAIN = 'dist/src/main.js';
+/** Where `npm run build` puts the entry point: tsconfig.build.json's rootDir "." today, "src" if it changes. */
+const COMPILED_MAINS = ['dist/src/main.js', 'dist/main.js'];
 
 /** `npm run build` (tsc → dist/), unless BENCH_SERVER=tsx; a failed build falls back to tsx. */
 async function prepareServerStart(): Promise<ServerStart> {
@@ -258,9 +259,18 @@ async function prepareServerStart(): Promise<ServerStart> {
   const code = await exited(child);
   const buildSeconds = Math.round((Date.now() - started) / 100) / 10;
   if (code !== 0) return tsx(`npm run build failed (exit ${code})`);
-  if (!existsSync(join(ROOT, COMPILED_MAIN))) return tsx(`npm run build made no ${COMPILED_MAIN}`);
-  log(`built in ${buildSeconds} s; the server runs ${COMPILED_MAIN}`);
-  return { mode: 'compiled', entry: COMPILED_MAIN, buildSeconds };
+  // tsc rewrites every output on each build: an entry older than this build is a stale one.
+  const fresh = (file: string) => {
+    try {
+      return statSync(join(ROOT, file)).mtimeMs >= started - 1000;
+    } catch {
+      return false;
+    }
+  };
+  const entry = COMPILED_MAINS.find(fresh);
+  if (!entry) return tsx(`npm run build wrote none of ${COMPILED_MAINS.join(', ')}`);
+  log(`built in ${buildSeconds} s; the server runs ${entry}`);
+  return { mode: 'compiled', entry, buildSeconds };
 }
 
 interface Server {
