@@ -236,6 +236,8 @@ interface ServerStart {
   /** Why, when it is not compiled. */
   warning?: string;
   buildSeconds?: number;
+  /** Node's flags from package.json's start script (production's heap settings), compiled only. */
+  nodeFlags: string[];
 }
 
 /** Where `npm run build` puts the entry point: tsconfig.build.json's rootDir "." today, "src" if it changes. */
@@ -245,7 +247,7 @@ const COMPILED_MAINS = ['dist/src/main.js', 'dist/main.js'];
 async function prepareServerStart(): Promise<ServerStart> {
   const tsx = (warning: string): ServerStart => {
     log(`WARNING: ${warning}; the server runs under tsx, so its memory and start-up are not production's`);
-    return { mode: 'tsx', entry: 'src/main.ts', warning };
+    return { mode: 'tsx', entry: 'src/main.ts', warning, nodeFlags: [] };
   };
   if (SERVER_MODE === 'tsx') return tsx('BENCH_SERVER=tsx');
   const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts ?? {};
@@ -269,8 +271,10 @@ async function prepareServerStart(): Promise<ServerStart> {
   };
   const entry = COMPILED_MAINS.find(fresh);
   if (!entry) return tsx(`npm run build wrote none of ${COMPILED_MAINS.join(', ')}`);
-  log(`built in ${buildSeconds} s; the server runs ${entry}`);
-  return { mode: 'compiled', entry, buildSeconds };
+  // The flags `npm start` gives node (e.g. the V8 heap bounds): the bench runs what production runs.
+  const nodeFlags = (scripts.start ?? '').split(/\s+/).filter((word) => word.startsWith('--'));
+  log(`built in ${buildSeconds} s; the server runs node ${[...nodeFlags, entry].join(' ')}`);
+  return { mode: 'compiled', entry, buildSeconds, nodeFlags };
 }
 
 interface Server {
@@ -297,7 +301,7 @@ async function startServer(database: TestDatabase, start: ServerStart): Promise<
     DATABASE_WORK_MAX: process.env.DATABASE_WORK_MAX ?? String(Math.max(CONCURRENCY * 2, 32)),
   };
   delete env.BILLING_TOKENS; // open mode on loopback: no bearer tokens needed
-  const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'prof')}`] : [];
+  const nodeArgs = [...start.nodeFlags, ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, '.bench', 'prof')}`] : [])];
   const child = start.mode === 'compiled' ? spawnJs(start.entry, env, nodeArgs) : spawnTs(start.entry, env, nodeArgs);
   if (child.pid === undefined) throw new Error('could not start the server');
   prefixLines(child.stdout, '[server]');
