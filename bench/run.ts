@@ -261,18 +261,21 @@ async function prepareServerStart(): Promise<ServerStart> {
   const code = await exited(child);
   const buildSeconds = Math.round((Date.now() - started) / 100) / 10;
   if (code !== 0) return tsx(`npm run build failed (exit ${code})`);
-  // tsc rewrites every output on each build: an entry older than this build is a stale one.
+  // The entry `npm start` runs. The build is incremental (an unchanged source keeps its old
+  // output), so an entry counts as fresh when it is not older than src/main.ts.
+  const words = (scripts.start ?? '').split(/\s+/);
+  const named = words.find((word) => word.endsWith('.js'));
   const fresh = (file: string) => {
     try {
-      return statSync(join(ROOT, file)).mtimeMs >= started - 1000;
+      return statSync(join(ROOT, file)).mtimeMs >= statSync(join(ROOT, 'src/main.ts')).mtimeMs;
     } catch {
       return false;
     }
   };
-  const entry = COMPILED_MAINS.find(fresh);
-  if (!entry) return tsx(`npm run build wrote none of ${COMPILED_MAINS.join(', ')}`);
+  const entry = [...(named ? [named] : []), ...COMPILED_MAINS].find(fresh);
+  if (!entry) return tsx(`npm run build left no fresh ${[named, ...COMPILED_MAINS].filter(Boolean).join(', ')}`);
   // The flags `npm start` gives node (e.g. the V8 heap bounds): the bench runs what production runs.
-  const nodeFlags = (scripts.start ?? '').split(/\s+/).filter((word) => word.startsWith('--'));
+  const nodeFlags = words.filter((word) => word.startsWith('--'));
   log(`built in ${buildSeconds} s; the server runs node ${[...nodeFlags, entry].join(' ')}`);
   return { mode: 'compiled', entry, buildSeconds, nodeFlags };
 }
