@@ -49,3 +49,15 @@ export function deadlineAt(): number | undefined {
 export function withDeadlineAt<T>(at: number | undefined, fn: () => T): T {
   return at === undefined ? current.exit(fn) : current.run({ at }, fn);
 }
+
+/** The earliest of some deadline instants (from deadlineAt()); undefined when none has one. */
+export function earliestDeadline(ats: readonly (number | undefined)[]): number | undefined {
+  let earliest: number | undefined;
+  for (const at of ats) if (at !== undefined && (earliest === undefined || at < earliest)) earliest = at;
+  return earliest;
+}
+
+/** True when the deadline instant `at` has passed (never without one). */
+export function deadlinePassed(at: number | undefined, now = performance.now()): boolean {
+  return at !== undefined && at <= now;
+}

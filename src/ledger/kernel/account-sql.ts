@@ -50,12 +50,14 @@ function baseAccount(userId: string): AccountRow {
 /** Reads and locks accounts with a fixed set of facets. */
 export class AccountStore {
   private readonly columns: string;
+  private readonly findSql: string;
 
   constructor(private readonly facets: readonly AccountFacet[]) {
     this.columns = [
       'a.user_id, a.balance_millicredits::text as balance, a.reserved_millicredits::text as reserved, a.plan, a.entitlements',
       ...facets.map((f) => f.columns),
     ].join(',\n  ');
+    this.findSql = `select ${this.columns} from user_accounts a where a.user_id = $1`;
   }
 
   private map(row: Row): AccountRow {
@@ -70,7 +72,7 @@ export class AccountStore {
   }
 
   private async find(s: Pick<SqlSession, 'query'>, userId: string): Promise<AccountRow | undefined> {
-    const rows = await s.query(`select ${this.columns} from user_accounts a where a.user_id = $1`, [userId]);
+    const rows = await s.query(this.findSql, [userId]);
     return rows[0] ? this.map(rows[0]) : undefined;
   }
 
@@ -82,8 +84,9 @@ export class AccountStore {
   /** Reads accounts without locking them; users never seen read as empty. */
   async readMany(s: Pick<SqlSession, 'query'>, userIds: readonly string[]): Promise<Map<string, AccountRow>> {
     const distinct = [...new Set(userIds)];
+    // One user (an idle service) reads with the single-row statement every other read uses.
     const rows = distinct.length === 1
-      ? await s.query(`select ${this.columns} from user_accounts a where a.user_id = $1`, distinct)
+      ? await s.query(this.findSql, distinct)
       : await s.query(`select ${this.columns} from user_accounts a where a.user_id = any($1::text[])`, [distinct]);
     const found = new Map(rows.map((row) => [String(row.user_id), this.map(row)] as const));
     for (const userId of distinct) if (!found.has(userId)) found.set(userId, this.empty(userId));
@@ -108,18 +111,19 @@ export class AccountStore {
    * check-then-write under it is safe. The lock records the clock (clock.ts) once all are held.
    */
   async lockAll(s: SqlSession, userIds: readonly string[]): Promise<{ created: string[] }> {
-    const sorted = [...new Set(userIds)].sort();
-    let locked = await s.query(LOCK_ACCOUNTS_SQL, [sorted]);
+    // The statement orders the locks; the insert of accounts never seen goes in one order too.
+    const distinct = [...new Set(userIds)].sort();
+    let locked = await s.query(LOCK_ACCOUNTS_SQL, [distinct]);
     let created: string[] = [];
-    if (locked.length < sorted.length) {
+    if (locked.length < distinct.length) {
       const inserted = await s.query(
         'insert into user_accounts (user_id) select unnest($1::text[]) on conflict (user_id) do nothing returning user_id',
-        [sorted],
+        [distinct],
       );
       created = inserted.map((row) => String(row.user_id));
-      locked = await s.query(LOCK_ACCOUNTS_SQL, [sorted]);
+      locked = await s.query(LOCK_ACCOUNTS_SQL, [distinct]);
     }
-    if (locked.length !== sorted.length) throw new Error(`locked ${locked.length} of ${sorted.length} accounts`);
+    if (locked.length !== distinct.length) throw new Error(`locked ${locked.length} of ${distinct.length} accounts`);
     return { created };
   }
 

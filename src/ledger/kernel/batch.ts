@@ -25,7 +25,7 @@
 // lanes by a hash of the user id, so one account is only ever in one batch at a time, and
 // the lanes run their batches in parallel.
 import { BillingError } from '../../domain/errors.js';
-import { DeadlineExceededError, deadlineAt, withDeadlineAt } from '../../domain/deadline.js';
+import { DeadlineExceededError, deadlineAt, deadlinePassed, earliestDeadline, withDeadlineAt } from '../../domain/deadline.js';
 import { type Database, sqlState, type SqlSession } from '../../storage/database.js';
 import type { AccountRow, AccountStore } from './account-sql.js';
 import { findIdempotent, insertIdempotencies, type StoredReplay } from './idempotency-sql.js';
@@ -114,7 +114,7 @@ export class Batches {
   private async runBatch(batch: Waiting[]): Promise<void> {
     const now = performance.now();
     const live = batch.filter((w) => {
-      if (w.deadlineAt === undefined || w.deadlineAt > now) return true;
+      if (!deadlinePassed(w.deadlineAt, now)) return true;
       w.reject(new DeadlineExceededError());
       return false;
     });
@@ -123,7 +123,7 @@ export class Batches {
     this.stats.units += live.length;
     this.stats.largest = Math.max(this.stats.largest, live.length);
     // The batch is bounded by the earliest deadline among its units: none is answered late.
-    const earliest = live.reduce<number | undefined>((at, w) => (w.deadlineAt === undefined ? at : Math.min(at ?? w.deadlineAt, w.deadlineAt)), undefined);
+    const earliest = earliestDeadline(live.map((w) => w.deadlineAt));
     let outcomes: Outcome[];
     try {
       outcomes = await withDeadlineAt(earliest, () => this.db.transaction((s) => this.decideAll(s, live.map((w) => w.unit))));
@@ -165,14 +165,14 @@ export class Batches {
     for (const [userId, { account }] of read) current.set(userId, account);
     // Keys a unit of this batch has recorded: a later unit with the same key replays that record.
     const recorded = new Set<string>();
-    const pending: { write?: LedgerWrite; step: Step; unit: Unit }[] = [];
+    const pending: { step: Step; unit: Unit }[] = [];
     const flush = async () => {
       if (pending.length === 0) return;
       const taken = pending.splice(0);
-      const writes = taken.filter((p) => p.write !== undefined);
-      const stored = await appendTransactions(s, writes.map((p) => p.write!));
+      const writes = taken.filter((p) => p.step.write !== undefined);
+      const stored = await appendTransactions(s, writes.map((p) => p.step.write!));
       writes.forEach((p, i) => p.step.placed?.(stored[i]!.id, stored[i]!.createdAtMs));
-      const records = taken.filter((p) => p.write === undefined);
+      const records = taken.filter((p) => p.step.write === undefined);
       await insertIdempotencies(
         s,
         records.map(({ unit, step }) => ({ userId: unit.userId, idempotencyKey: unit.idempotencyKey, requestHash: unit.requestHash, resultJson: step.replayJson! })),
@@ -192,7 +192,8 @@ export class Batches {
         current.set(unit.userId, account);
       }
       if (stored) {
-        outcomes.push(settle(() => unit.replay(stored)));
+        const replay = stored;
+        outcomes.push(await attempt(async () => unit.replay(replay)));
         continue;
       }
       // The unit's own statements: the first flushes what was decided before and opens a savepoint.
@@ -216,7 +217,7 @@ export class Batches {
       if (step) {
         // Rows that reference the new transaction need it written: under the unit's savepoint.
         if (step.afterWrite) await open();
-        pending.push({ ...(step.write ? { write: step.write } : {}), step, unit });
+        pending.push({ step, unit });
         if (step.afterWrite) {
           const placed = (await flush())?.[0];
           if (!placed) throw new Error('afterWrite without a ledger write');
@@ -248,14 +249,6 @@ export class Batches {
     const used = new Set(units.filter((_, i) => outcomes[i]!.ok).map((u) => u.userId));
     await this.accounts.forget(s, created.filter((userId) => !used.has(userId)));
     return outcomes;
-  }
-}
-
-function settle(fn: () => unknown): Outcome {
-  try {
-    return { ok: true, value: fn() };
-  } catch (error) {
-    return { ok: false, error };
   }
 }
 

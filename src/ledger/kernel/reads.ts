@@ -1,7 +1,7 @@
 // Balance reads that arrive together are answered by one statement: while a read is in the
 // database, the reads that arrive wait and then go as one `user_id = any(…)` query. An idle
 // service reads at once; a read never waits for a write (no lock is taken).
-import { DeadlineExceededError, deadlineAt, withDeadlineAt } from '../../domain/deadline.js';
+import { DeadlineExceededError, deadlineAt, deadlinePassed, earliestDeadline, withDeadlineAt } from '../../domain/deadline.js';
 import type { Database } from '../../storage/database.js';
 import type { AccountRow, AccountStore } from './account-sql.js';
 
@@ -42,12 +42,12 @@ export class Reads {
       while (this.queue.length > 0) {
         const now = performance.now();
         const batch = this.queue.splice(0, USERS_PER_READ_MAX).filter((w) => {
-          if (w.deadlineAt === undefined || w.deadlineAt > now) return true;
+          if (!deadlinePassed(w.deadlineAt, now)) return true;
           w.reject(new DeadlineExceededError());
           return false;
         });
         if (batch.length === 0) continue;
-        const earliest = batch.reduce<number | undefined>((at, w) => (w.deadlineAt === undefined ? at : Math.min(at ?? w.deadlineAt, w.deadlineAt)), undefined);
+        const earliest = earliestDeadline(batch.map((w) => w.deadlineAt));
         this.stats.statements += 1;
         this.stats.reads += batch.length;
         try {
