@@ -8,6 +8,7 @@ import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { timingSafeEqual } from 'node:crypto';
 import { scope as scopeOption, Scope as ProtoScope } from '../../gen/billing/v1/options_pb.js';
 import type { Scope } from '../config.js';
+import { CALLER } from './caller.js';
 
 const SCOPE_FROM_PROTO: Readonly<Partial<Record<ProtoScope, Scope>>> = {
   [ProtoScope.SPEND]: 'spend',
@@ -57,12 +58,17 @@ export function authInterceptor(tokens: ReadonlyMap<string, ReadonlySet<Scope>>,
     const scope = scopes.get(`${req.service.typeName}/${req.method.name}`);
     // Fail closed: a method outside the table (registered without being read) is refused.
     if (scope === undefined) throw new ConnectError(`${req.service.typeName}/${req.method.name} has no scope`, Code.PermissionDenied);
-    if (tokens.size === 0) return next(req);
+    if (tokens.size === 0) {
+      req.contextValues.set(CALLER, { actor: 'open', via: 'open' });
+      return next(req);
+    }
     const header = req.header.get('authorization') ?? '';
     const match = /^Bearer (\S{1,512})$/i.exec(header);
     const found = match?.[1] ? findToken(tokens, match[1]) : undefined;
     if (!found) throw new ConnectError('missing or unknown bearer token', Code.Unauthenticated);
     if (!found.has(scope)) throw new ConnectError(`this token lacks the "${scope}" scope`, Code.PermissionDenied);
+    // Tokens have no names yet (issue 13): the actor is a placeholder until they do.
+    req.contextValues.set(CALLER, { actor: 'token', via: 'token' });
     return next(req);
   };
 }
