@@ -6,6 +6,7 @@ import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { scheduleDailyTopUp } from './jobs/daily-top-up.js';
 import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
+import { JobProgress } from './jobs/progress.js';
 import type { Holds } from './ledger/holds/holds.js';
 import { createLedger, type Ledger } from './ledger/ledger.js';
 import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
@@ -81,7 +82,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
-  const ledger = createLedger(db, config.catalogue, config.batching);
+  const ledger = createLedger(db, config.catalogue, config.batching, new JobProgress({ log, intervalMs: config.progressIntervalMs }));
   const { holds, topUps } = ledger;
   const metrics = createMetrics();
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);

@@ -42,6 +42,8 @@ export interface Config {
   readonly dailyTopUpSchedule: string;
   readonly holdSweepSchedule: string;
   readonly logLevel: string;
+  /** Milliseconds between the progress lines of the daily top-up and VerifyLedger (jobs/progress.ts). */
+  readonly progressIntervalMs: number;
   /** Largest request body accepted, in bytes. */
   readonly requestBytesMax: number;
   /** Units of database work admitted at once (storage/admission.ts); default: from the pool's size. */
@@ -175,6 +177,7 @@ const envSchema = z.object({
   BILLING_TOKENS: z.string().optional(),
   NODE_ENV: z.string().default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  JOB_PROGRESS_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).default(5_000),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
   DATABASE_WORK_MAX: z.coerce.number().int().min(1).max(100_000).optional(),
   LEDGER_BATCH_LANES: z.coerce.number().int().min(1).max(256).default(4),
@@ -422,6 +425,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dailyTopUpSchedule: catalogueResult.topUpSchedule,
     holdSweepSchedule: catalogueResult.sweepSchedule,
     logLevel: e.LOG_LEVEL,
+    progressIntervalMs: e.JOB_PROGRESS_INTERVAL_MS,
     requestBytesMax: e.REQUEST_BYTES_MAX,
     ...(e.DATABASE_WORK_MAX ? { databaseWorkMax: e.DATABASE_WORK_MAX } : {}),
     batching: Object.freeze({ lanes: e.LEDGER_BATCH_LANES, unitsMax: e.LEDGER_BATCH_UNITS_MAX }),

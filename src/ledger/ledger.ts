@@ -1,6 +1,7 @@
 // The ledger: the kernel and every rule built on it, composed once. app.ts serves it; the
 // in-process tests (test/services/) drive it through the same routes without sockets.
 import type { Catalogue } from '../domain/catalogue.js';
+import { JobProgress } from '../jobs/progress.js';
 import type { Database } from '../storage/database.js';
 import { Charges } from './charge/charge.js';
 import { Credits } from './credits/credits.js';
@@ -25,10 +26,18 @@ export interface Ledger {
   readonly plans: Plans;
   readonly promos: Promos;
   readonly topUps: DailyTopUps;
+  /** The progress of the long jobs (top-up, verify) run through this ledger. */
+  readonly progress: JobProgress;
   verify(): Promise<LedgerReport>;
 }
 
-export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}): Ledger {
+export function createLedger(
+  db: Database,
+  catalogue: Catalogue,
+  batching: Partial<BatchOptions> = {},
+  // Default: runs are tracked for GetJobProgress but not logged.
+  progress: JobProgress = new JobProgress(),
+): Ledger {
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
   const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
@@ -41,7 +50,8 @@ export function createLedger(db: Database, catalogue: Catalogue, batching: Parti
     history: new History(kernel),
     plans: new Plans(kernel),
     promos: new Promos(kernel),
-    topUps: new DailyTopUps(db, catalogue),
-    verify: () => verifyLedger(db),
+    topUps: new DailyTopUps(db, catalogue, { progress }),
+    progress,
+    verify: () => verifyLedger(db, progress),
   };
 }

@@ -2,9 +2,9 @@
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import type { Ledger } from '../ledger/ledger.js';
-import { balanceToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
+import { balanceToProto, jobProgressToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
 
-export function adminService({ plans, promos, topUps, verify }: Ledger): Partial<ServiceImpl<typeof AdminService>> {
+export function adminService({ plans, promos, topUps, verify, progress }: Ledger): Partial<ServiceImpl<typeof AdminService>> {
   return {
     async setPlan(req) {
       return { balance: balanceToProto(await plans.setPlan(req.userId, planFromProto(req.plan))) };
@@ -37,6 +37,11 @@ export function adminService({ plans, promos, topUps, verify }: Ledger): Partial
     },
     async verifyLedger() {
       return ledgerReportToProto(await verify());
+    },
+    getJobProgress() {
+      const dailyTopUp = jobProgressToProto(progress.latest('daily_top_up'));
+      const verifyLedger = jobProgressToProto(progress.latest('verify_ledger'));
+      return { ...(dailyTopUp ? { dailyTopUp } : {}), ...(verifyLedger ? { verifyLedger } : {}) };
     },
   };
 }

@@ -1,7 +1,8 @@
 // Translation between generated messages and ledger views. Generated types stop here.
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { type Timestamp, timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { type PromoCodeSchema, type VerifyLedgerResponseSchema } from '../../gen/billing/v1/admin_service_pb.js';
+import { type JobProgressSchema, type PromoCodeSchema, type VerifyLedgerResponseSchema } from '../../gen/billing/v1/admin_service_pb.js';
+import type { ProgressSnapshot } from '../jobs/progress.js';
 import {
   type BalanceSchema,
   type OperationUsage,
@@ -151,6 +152,20 @@ export function promoCodeToProto(p: PromoCodeView): MessageInitShape<typeof Prom
     ...(p.expiresAtMs === undefined ? {} : { expiresAt: timestampFromMs(p.expiresAtMs) }),
     disabled: p.disabled,
     createdAt: timestampFromMs(p.createdAtMs),
+  };
+}
+
+/** A job run's progress; undefined (the field unset) for a job not run since the process started. */
+export function jobProgressToProto(p: ProgressSnapshot | undefined): MessageInitShape<typeof JobProgressSchema> | undefined {
+  if (!p) return undefined;
+  return {
+    run: BigInt(p.run),
+    unit: p.unit,
+    done: BigInt(p.done),
+    total: BigInt(p.total),
+    startedAt: timestampFromMs(p.startedAtMs),
+    ...(p.finishedAtMs === undefined ? {} : { finishedAt: timestampFromMs(p.finishedAtMs) }),
+    failed: p.failed,
   };
 }
 

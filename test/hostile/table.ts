@@ -172,6 +172,7 @@ function specs(now: Date): RpcSpec[] {
     // An empty date means today: the baseline would run the day's top-up.
     { method: M.runDailyTopUp, baselines: [() => ({ date: '' })], extra: { date: v.dates(now) } },
     { method: M.verifyLedger, baselines: [() => ({})] },
+    { method: M.getJobProgress, baselines: [() => ({})] },
   ];
 }
 

@@ -101,6 +101,7 @@ const HAND_WRITTEN: Readonly<Record<string, readonly string[]>> = {
   'billing.v1.DisablePromoCodeRequest': ['code'],
   'billing.v1.RunDailyTopUpRequest': ['date'],
   'billing.v1.VerifyLedgerRequest': [],
+  'billing.v1.GetJobProgressRequest': [],
   'billing.v1.GetDepositAddressRequest': ['user_id'],
   'billing.v1.ListDepositsRequest': ['user_id', 'page_size'],
 };

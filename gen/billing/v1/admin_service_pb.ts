@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/admin_service.proto.
  */
 export const file_billing_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5iaWxsaW5nL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmJpbGxpbmcudjEi1gEKCVByb21vQ29kZRIMCgRjb2RlGAEgASgJEhsKE2Ftb3VudF9taWxsaWNyZWRpdHMYAiABKAMSFwoPbWF4X3JlZGVtcHRpb25zGAMgASgDEhMKC3JlZGVtcHRpb25zGAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKDlNldFBsYW5SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoEcGxhbhgCIAEoDjIQLmJpbGxpbmcudjEuUGxhbkIG0vMYAiIAIjcKD1NldFBsYW5SZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlImoKFVNldEVudGl0bGVtZW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiEKC2VudGl0bGVtZW50GAIgASgJQgzS8xgICgYIAxABGEASDgoGYWN0aXZlGAMgASgIIj4KFlNldEVudGl0bGVtZW50UmVzcG9uc2USJAoHYmFsYW5jZRgBIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSLOAQoWQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBIaCgRjb2RlGAEgASgJQgzS8xgICgYIBBABGEASLgoTYW1vdW50X21pbGxpY3JlZGl0cxgCIAEoA0IR0vMYDRILCAEQgKCUpY0dIAESMAoPbWF4X3JlZGVtcHRpb25zGAMgASgDQhfS8xgTEhEQgJTr3AMaCXVubGltaXRlZBI2CgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIG0vMYAioAIkQKF0NyZWF0ZVByb21vQ29kZVJlc3BvbnNlEikKCnByb21vX2NvZGUYASABKAsyFS5iaWxsaW5nLnYxLlByb21vQ29kZSIxChNHZXRQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJBChRHZXRQcm9tb0NvZGVSZXNwb25zZRIpCgpwcm9tb19jb2RlGAEgASgLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUiVwoVTGlzdFByb21vQ29kZXNSZXF1ZXN0EioKCXBhZ2Vfc2l6ZRgBIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgCIAEoCSJdChZMaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlEioKC3Byb21vX2NvZGVzGAEgAygLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKF0Rpc2FibGVQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJFChhEaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2USKQoKcHJvbW9fY29kZRgBIAEoCzIVLmJpbGxpbmcudjEuUHJvbW9Db2RlIjUKFFJ1bkRhaWx5VG9wVXBSZXF1ZXN0Eh0KBGRhdGUYASABKAlCD9LzGAsKCQgGKgV0b2RheSJPChVSdW5EYWlseVRvcFVwUmVzcG9uc2USGgoSYWNjb3VudHNfdG9wcGVkX3VwGAEgASgDEhoKEnRvdGFsX21pbGxpY3JlZGl0cxgCIAEoAyIVChNWZXJpZnlMZWRnZXJSZXF1ZXN0ImIKD0xlZGdlclZpb2xhdGlvbhIPCgdhY2NvdW50GAEgASgJEhYKDnRyYW5zYWN0aW9uX2lkGAIgASgJEhEKCWludmFyaWFudBgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCSKLAQoUVmVyaWZ5TGVkZ2VyUmVzcG9uc2USCgoCb2sYASABKAgSLwoKdmlvbGF0aW9ucxgCIAMoCzIbLmJpbGxpbmcudjEuTGVkZ2VyVmlvbGF0aW9uEhgKEGFjY291bnRzX2NoZWNrZWQYAyABKAMSHAoUdHJhbnNhY3Rpb25zX2NoZWNrZWQYBCABKAMygAYKDEFkbWluU2VydmljZRJLCgdTZXRQbGFuEhouYmlsbGluZy52MS5TZXRQbGFuUmVxdWVzdBobLmJpbGxpbmcudjEuU2V0UGxhblJlc3BvbnNlIgeQAgLI8xgDEmAKDlNldEVudGl0bGVtZW50EiEuYmlsbGluZy52MS5TZXRFbnRpdGxlbWVudFJlcXVlc3QaIi5iaWxsaW5nLnYxLlNldEVudGl0bGVtZW50UmVzcG9uc2UiB5ACAsjzGAMSYAoPQ3JlYXRlUHJvbW9Db2RlEiIuYmlsbGluZy52MS5DcmVhdGVQcm9tb0NvZGVSZXF1ZXN0GiMuYmlsbGluZy52MS5DcmVhdGVQcm9tb0NvZGVSZXNwb25zZSIEyPMYAxJaCgxHZXRQcm9tb0NvZGUSHy5iaWxsaW5nLnYxLkdldFByb21vQ29kZVJlcXVlc3QaIC5iaWxsaW5nLnYxLkdldFByb21vQ29kZVJlc3BvbnNlIgeQAgHI8xgDEmAKDkxpc3RQcm9tb0NvZGVzEiEuYmlsbGluZy52MS5MaXN0UHJvbW9Db2Rlc1JlcXVlc3QaIi5iaWxsaW5nLnYxLkxpc3RQcm9tb0NvZGVzUmVzcG9uc2UiB5ACAcjzGAMSZgoQRGlzYWJsZVByb21vQ29kZRIjLmJpbGxpbmcudjEuRGlzYWJsZVByb21vQ29kZVJlcXVlc3QaJC5iaWxsaW5nLnYxLkRpc2FibGVQcm9tb0NvZGVSZXNwb25zZSIHkAICyPMYAxJdCg1SdW5EYWlseVRvcFVwEiAuYmlsbGluZy52MS5SdW5EYWlseVRvcFVwUmVxdWVzdBohLmJpbGxpbmcudjEuUnVuRGFpbHlUb3BVcFJlc3BvbnNlIgeQAgLI8xgDEloKDFZlcmlmeUxlZGdlchIfLmJpbGxpbmcudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBogLmJpbGxpbmcudjEuVmVyaWZ5TGVkZ2VyUmVzcG9uc2UiB5ACAcjzGANiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch5iaWxsaW5nL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmJpbGxpbmcudjEi1gEKCVByb21vQ29kZRIMCgRjb2RlGAEgASgJEhsKE2Ftb3VudF9taWxsaWNyZWRpdHMYAiABKAMSFwoPbWF4X3JlZGVtcHRpb25zGAMgASgDEhMKC3JlZGVtcHRpb25zGAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKDlNldFBsYW5SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoEcGxhbhgCIAEoDjIQLmJpbGxpbmcudjEuUGxhbkIG0vMYAiIAIjcKD1NldFBsYW5SZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlImoKFVNldEVudGl0bGVtZW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiEKC2VudGl0bGVtZW50GAIgASgJQgzS8xgICgYIAxABGEASDgoGYWN0aXZlGAMgASgIIj4KFlNldEVudGl0bGVtZW50UmVzcG9uc2USJAoHYmFsYW5jZRgBIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSLOAQoWQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBIaCgRjb2RlGAEgASgJQgzS8xgICgYIBBABGEASLgoTYW1vdW50X21pbGxpY3JlZGl0cxgCIAEoA0IR0vMYDRILCAEQgKCUpY0dIAESMAoPbWF4X3JlZGVtcHRpb25zGAMgASgDQhfS8xgTEhEQgJTr3AMaCXVubGltaXRlZBI2CgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIG0vMYAioAIkQKF0NyZWF0ZVByb21vQ29kZVJlc3BvbnNlEikKCnByb21vX2NvZGUYASABKAsyFS5iaWxsaW5nLnYxLlByb21vQ29kZSIxChNHZXRQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJBChRHZXRQcm9tb0NvZGVSZXNwb25zZRIpCgpwcm9tb19jb2RlGAEgASgLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUiVwoVTGlzdFByb21vQ29kZXNSZXF1ZXN0EioKCXBhZ2Vfc2l6ZRgBIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgCIAEoCSJdChZMaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlEioKC3Byb21vX2NvZGVzGAEgAygLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKF0Rpc2FibGVQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJFChhEaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2USKQoKcHJvbW9fY29kZRgBIAEoCzIVLmJpbGxpbmcudjEuUHJvbW9Db2RlIjUKFFJ1bkRhaWx5VG9wVXBSZXF1ZXN0Eh0KBGRhdGUYASABKAlCD9LzGAsKCQgGKgV0b2RheSJPChVSdW5EYWlseVRvcFVwUmVzcG9uc2USGgoSYWNjb3VudHNfdG9wcGVkX3VwGAEgASgDEhoKEnRvdGFsX21pbGxpY3JlZGl0cxgCIAEoAyIVChNWZXJpZnlMZWRnZXJSZXF1ZXN0ImIKD0xlZGdlclZpb2xhdGlvbhIPCgdhY2NvdW50GAEgASgJEhYKDnRyYW5zYWN0aW9uX2lkGAIgASgJEhEKCWludmFyaWFudBgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCSKLAQoUVmVyaWZ5TGVkZ2VyUmVzcG9uc2USCgoCb2sYASABKAgSLwoKdmlvbGF0aW9ucxgCIAMoCzIbLmJpbGxpbmcudjEuTGVkZ2VyVmlvbGF0aW9uEhgKEGFjY291bnRzX2NoZWNrZWQYAyABKAMSHAoUdHJhbnNhY3Rpb25zX2NoZWNrZWQYBCABKAMiFwoVR2V0Sm9iUHJvZ3Jlc3NSZXF1ZXN0IrYBCgtKb2JQcm9ncmVzcxILCgNydW4YASABKAMSDAoEdW5pdBgCIAEoCRIMCgRkb25lGAMgASgDEg0KBXRvdGFsGAQgASgDEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZmYWlsZWQYByABKAgidwoWR2V0Sm9iUHJvZ3Jlc3NSZXNwb25zZRItCgxkYWlseV90b3BfdXAYASABKAsyFy5iaWxsaW5nLnYxLkpvYlByb2dyZXNzEi4KDXZlcmlmeV9sZWRnZXIYAiABKAsyFy5iaWxsaW5nLnYxLkpvYlByb2dyZXNzMuIGCgxBZG1pblNlcnZpY2USSwoHU2V0UGxhbhIaLmJpbGxpbmcudjEuU2V0UGxhblJlcXVlc3QaGy5iaWxsaW5nLnYxLlNldFBsYW5SZXNwb25zZSIHkAICyPMYAxJgCg5TZXRFbnRpdGxlbWVudBIhLmJpbGxpbmcudjEuU2V0RW50aXRsZW1lbnRSZXF1ZXN0GiIuYmlsbGluZy52MS5TZXRFbnRpdGxlbWVudFJlc3BvbnNlIgeQAgLI8xgDEmAKD0NyZWF0ZVByb21vQ29kZRIiLmJpbGxpbmcudjEuQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBojLmJpbGxpbmcudjEuQ3JlYXRlUHJvbW9Db2RlUmVzcG9uc2UiBMjzGAMSWgoMR2V0UHJvbW9Db2RlEh8uYmlsbGluZy52MS5HZXRQcm9tb0NvZGVSZXF1ZXN0GiAuYmlsbGluZy52MS5HZXRQcm9tb0NvZGVSZXNwb25zZSIHkAIByPMYAxJgCg5MaXN0UHJvbW9Db2RlcxIhLmJpbGxpbmcudjEuTGlzdFByb21vQ29kZXNSZXF1ZXN0GiIuYmlsbGluZy52MS5MaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlIgeQAgHI8xgDEmYKEERpc2FibGVQcm9tb0NvZGUSIy5iaWxsaW5nLnYxLkRpc2FibGVQcm9tb0NvZGVSZXF1ZXN0GiQuYmlsbGluZy52MS5EaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2UiB5ACAsjzGAMSXQoNUnVuRGFpbHlUb3BVcBIgLmJpbGxpbmcudjEuUnVuRGFpbHlUb3BVcFJlcXVlc3QaIS5iaWxsaW5nLnYxLlJ1bkRhaWx5VG9wVXBSZXNwb25zZSIHkAICyPMYAxJaCgxWZXJpZnlMZWRnZXISHy5iaWxsaW5nLnYxLlZlcmlmeUxlZGdlclJlcXVlc3QaIC5iaWxsaW5nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlIgeQAgHI8xgDEmAKDkdldEpvYlByb2dyZXNzEiEuYmlsbGluZy52MS5HZXRKb2JQcm9ncmVzc1JlcXVlc3QaIi5iaWxsaW5nLnYxLkdldEpvYlByb2dyZXNzUmVzcG9uc2UiB5ACAcjzGANiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * PromoCode is a code worth a fixed amount.
@@ -538,6 +538,115 @@ export const VerifyLedgerResponseSchema: GenMessage<VerifyLedgerResponse> = /*@_
   messageDesc(file_billing_v1_admin_service, 17);
 
 /**
+ * GetJobProgressRequest has no fields.
+ *
+ * @generated from message billing.v1.GetJobProgressRequest
+ */
+export type GetJobProgressRequest = Message<"billing.v1.GetJobProgressRequest"> & {
+};
+
+/**
+ * Describes the message billing.v1.GetJobProgressRequest.
+ * Use `create(GetJobProgressRequestSchema)` to create a new message.
+ */
+export const GetJobProgressRequestSchema: GenMessage<GetJobProgressRequest> = /*@__PURE__*/
+  messageDesc(file_billing_v1_admin_service, 18);
+
+/**
+ * JobProgress is one run of a long job, while it runs and after it ended.
+ *
+ * @generated from message billing.v1.JobProgress
+ */
+export type JobProgress = Message<"billing.v1.JobProgress"> & {
+  /**
+   * Numbers this server process's runs of the job from 1, increasing; a client notes the
+   * number before it starts a run and watches the first higher one.
+   *
+   * @generated from field: int64 run = 1;
+   */
+  run: bigint;
+
+  /**
+   * What done and total count: "accounts" for the daily top-up, "checks" for VerifyLedger
+   * (its checks are set-based, one statement each over every account).
+   *
+   * @generated from field: string unit = 2;
+   */
+  unit: string;
+
+  /**
+   * How many are done so far.
+   *
+   * @generated from field: int64 done = 3;
+   */
+  done: bigint;
+
+  /**
+   * How many there are in all, counted when the run started.
+   *
+   * @generated from field: int64 total = 4;
+   */
+  total: bigint;
+
+  /**
+   * When the run started.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp;
+
+  /**
+   * When it ended; unset while it runs.
+   *
+   * @generated from field: google.protobuf.Timestamp finished_at = 6;
+   */
+  finishedAt?: Timestamp;
+
+  /**
+   * True when it ended with an error (what was committed stays; a re-run does the rest).
+   *
+   * @generated from field: bool failed = 7;
+   */
+  failed: boolean;
+};
+
+/**
+ * Describes the message billing.v1.JobProgress.
+ * Use `create(JobProgressSchema)` to create a new message.
+ */
+export const JobProgressSchema: GenMessage<JobProgress> = /*@__PURE__*/
+  messageDesc(file_billing_v1_admin_service, 19);
+
+/**
+ * GetJobProgressResponse is the latest run of each long job; a job never run since the
+ * process started is unset.
+ *
+ * @generated from message billing.v1.GetJobProgressResponse
+ */
+export type GetJobProgressResponse = Message<"billing.v1.GetJobProgressResponse"> & {
+  /**
+   * The daily top-up, by RunDailyTopUp or the schedule.
+   *
+   * @generated from field: billing.v1.JobProgress daily_top_up = 1;
+   */
+  dailyTopUp?: JobProgress;
+
+  /**
+   * VerifyLedger.
+   *
+   * @generated from field: billing.v1.JobProgress verify_ledger = 2;
+   */
+  verifyLedger?: JobProgress;
+};
+
+/**
+ * Describes the message billing.v1.GetJobProgressResponse.
+ * Use `create(GetJobProgressResponseSchema)` to create a new message.
+ */
+export const GetJobProgressResponseSchema: GenMessage<GetJobProgressResponse> = /*@__PURE__*/
+  messageDesc(file_billing_v1_admin_service, 20);
+
+/**
  * AdminService is called by operators and the subscription backend. Scope: "admin".
  *
  * @generated from service billing.v1.AdminService
@@ -623,6 +732,19 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof VerifyLedgerRequestSchema;
     output: typeof VerifyLedgerResponseSchema;
+  },
+  /**
+   * GetJobProgress reports the running or last run of the long jobs (the daily top-up and
+   * VerifyLedger) in the server process that answers it, so an operator can watch a
+   * RunDailyTopUp or VerifyLedger call that is still going. Behind a load balancer, ask the
+   * replica that runs the job.
+   *
+   * @generated from rpc billing.v1.AdminService.GetJobProgress
+   */
+  getJobProgress: {
+    methodKind: "unary";
+    input: typeof GetJobProgressRequestSchema;
+    output: typeof GetJobProgressResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_billing_v1_admin_service, 0);

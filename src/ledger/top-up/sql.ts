@@ -42,7 +42,7 @@ export interface TopUpBatchResult {
  * a third of a batch's time by the end of a million accounts).
  */
 const TOP_UP_WINDOW_SQL = `
-  select max(w.user_id) as last_user_id from (
+  select max(w.user_id) as last_user_id, count(*)::int as candidates from (
     select a.user_id from user_accounts a
      where a.plan = 'FREE' and a.balance_millicredits < $2::bigint and a.user_id > $3
        and not exists (select 1 from daily_top_ups d where d.user_id = a.user_id and d.day = $1::date offset 0)
@@ -107,11 +107,33 @@ const TOP_UP_BATCH_SQL = `
   )
   select count(*)::text as accounts, coalesce(sum(amount), 0)::text as total from credited`;
 
-/** The upper bound of the next window after the cursor; undefined when no candidate is left. */
-export async function topUpWindow(s: Pick<SqlSession, 'query'>, input: TopUpWindowInput): Promise<string | undefined> {
+export interface TopUpWindow {
+  /** The window's upper bound (inclusive). */
+  readonly upToUserId: string;
+  /** How many candidates it held when read: the run's progress counts them. */
+  readonly candidates: number;
+}
+
+/** The next window after the cursor; undefined when no candidate is left. */
+export async function topUpWindow(s: Pick<SqlSession, 'query'>, input: TopUpWindowInput): Promise<TopUpWindow | undefined> {
   const rows = await s.query(TOP_UP_WINDOW_SQL, [input.day, input.targetMillicredits.toString(), input.afterUserId, input.batchSize]);
   const last = rows[0]?.last_user_id;
-  return typeof last === 'string' ? last : undefined;
+  return typeof last === 'string' ? { upToUserId: last, candidates: Number(rows[0]?.candidates ?? 0) } : undefined;
+}
+
+/*
+ * How many accounts a run for the day has to look at: the candidates of every window, read
+ * once at the start for the progress lines' total. Same predicate as the window's.
+ */
+const TOP_UP_CANDIDATES_SQL = `
+  select count(*)::text as candidates from user_accounts a
+   where a.plan = 'FREE' and a.balance_millicredits < $2::bigint
+     and not exists (select 1 from daily_top_ups d where d.user_id = a.user_id and d.day = $1::date offset 0)`;
+
+/** The number of accounts still to top up for the day (a snapshot; the run may find more or fewer). */
+export async function topUpCandidates(s: Pick<SqlSession, 'query'>, day: string, targetMillicredits: bigint): Promise<number> {
+  const rows = await s.query(TOP_UP_CANDIDATES_SQL, [day, targetMillicredits.toString()]);
+  return Number(rows[0]?.candidates ?? 0);
 }
 
 /** Tops up the eligible accounts of one window; one statement, one transaction. */

@@ -5,9 +5,10 @@
 import type { Catalogue } from '../../domain/catalogue.js';
 import { invalidField } from '../../domain/errors.js';
 import { unchecked } from '../../domain/request.js';
+import { JobProgress } from '../../jobs/progress.js';
 import type { Database } from '../../storage/database.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
-import { topUpBatch, topUpWindow } from './sql.js';
+import { topUpBatch, topUpCandidates, topUpWindow } from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
 /** Batches written at once on PostgreSQL, each on a connection of its own (PGlite has one). */
@@ -27,6 +28,8 @@ export interface TopUpOptions {
   readonly batchSize?: number;
   /** Batches written at once, each on its own pooled connection (default 2; 1 on PGlite). */
   readonly connections?: number;
+  /** Where runs report their progress (default: tracked, not logged). */
+  readonly progress?: JobProgress;
 }
 
 /** The UTC calendar day of an instant, "YYYY-MM-DD". */
@@ -56,12 +59,14 @@ export function checkTopUpDate(date: string, now: Date = new Date(), field = 'da
 export class DailyTopUps {
   private readonly batchSize: number;
   private readonly connections: number;
+  private readonly progress: JobProgress;
 
   constructor(
     private readonly db: Database,
     private readonly catalogue: Catalogue,
     options: TopUpOptions = {},
   ) {
+    this.progress = options.progress ?? new JobProgress();
     this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
     this.connections = options.connections ?? (db.kind === 'pglite' ? 1 : TOP_UP_CONNECTIONS_DEFAULT);
@@ -82,17 +87,20 @@ export class DailyTopUps {
     const day = checkTopUpDate(date, now);
     const targetMillicredits = this.catalogue.dailyTopUpTargetMillicredits;
     const total: TopUpResult = { accountsToppedUp: 0n, totalMillicredits: 0n };
+    // Progress counts the candidates of each written window against a count taken now.
+    const progress = this.progress.start('daily_top_up', await topUpCandidates(this.db, day, targetMillicredits), 'accounts', { day });
     // The cursor is shared: windows are read one after another, each after the last, so
     // the batches' windows are disjoint and cover the accounts in user_id order.
     let after: string | undefined = '';
     let failed = false;
     let reading: Promise<unknown> = Promise.resolve();
-    const nextWindow = (): Promise<{ afterUserId: string; upToUserId: string } | undefined> => {
+    const nextWindow = (): Promise<{ afterUserId: string; upToUserId: string; candidates: number } | undefined> => {
       const read = reading.then(async () => {
         if (after === undefined || failed) return undefined;
         const afterUserId = after;
-        after = await topUpWindow(this.db, { day, targetMillicredits, afterUserId, batchSize: this.batchSize });
-        return after === undefined ? undefined : { afterUserId, upToUserId: after };
+        const window = await topUpWindow(this.db, { day, targetMillicredits, afterUserId, batchSize: this.batchSize });
+        after = window?.upToUserId;
+        return window === undefined ? undefined : { afterUserId, ...window };
       });
       reading = read.catch(() => undefined);
       return read;
@@ -103,13 +111,15 @@ export class DailyTopUps {
           const batch = await topUpBatch(this.db, {
             day,
             targetMillicredits,
-            ...window,
+            afterUserId: window.afterUserId,
+            upToUserId: window.upToUserId,
             source: SYSTEM_DAILY_TOP_UP,
             idempotencyKey: `daily-top-up:${day}`,
             reason: 'daily free top-up',
           });
           total.accountsToppedUp += batch.accountsToppedUp;
           total.totalMillicredits += batch.totalMillicredits;
+          progress.advance(window.candidates);
         }
       } catch (error) {
         failed = true;
@@ -117,7 +127,13 @@ export class DailyTopUps {
       }
     };
     const outcomes = await Promise.allSettled(Array.from({ length: this.connections }, writer));
-    for (const outcome of outcomes) if (outcome.status === 'rejected') throw outcome.reason;
+    for (const outcome of outcomes) {
+      if (outcome.status === 'rejected') {
+        progress.fail();
+        throw outcome.reason;
+      }
+    }
+    progress.finish({ accountsToppedUp: total.accountsToppedUp.toString(), millicredits: total.totalMillicredits.toString() });
     return total;
   }
 }

@@ -1,5 +1,6 @@
 // VerifyLedger: re-derives every invariant of SPEC §1 from the postings and reports the
 // accounts and transactions that break one. Read-only; set-based SQL, one pass per check.
+import type { JobProgress } from '../../jobs/progress.js';
 import type { Database } from '../../storage/database.js';
 import { USER_ACCOUNT_PREFIX, userAccount } from '../kernel/names.js';
 
@@ -171,23 +172,44 @@ const CHECKS: readonly Check[] = [
 /** VerifyLedger reads every posting: allow it longer than the service's statement limit. */
 export const VERIFY_STATEMENT_TIMEOUT_MS = 300_000;
 
-export async function verifyLedger(db: Database): Promise<LedgerReport> {
-  return db.transaction(async (s) => {
-    await s.query(`set local statement_timeout = ${VERIFY_STATEMENT_TIMEOUT_MS}`);
-    const violations: LedgerViolation[] = [];
-    for (const check of CHECKS) {
-      if (violations.length >= VIOLATIONS_MAX) break;
-      const rows = await s.query(`${check.sql} limit ${VIOLATIONS_MAX - violations.length}`);
-      for (const row of rows) violations.push({ invariant: check.invariant, ...check.describe(row) });
-    }
-    const counts = await s.query<{ accounts: string; transactions: string }>(
-      'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
-    );
-    return {
-      ok: violations.length === 0,
-      violations,
-      accountsChecked: BigInt(counts[0]?.accounts ?? '0'),
-      transactionsChecked: BigInt(counts[0]?.transactions ?? '0'),
-    };
-  });
+/**
+ * Runs every check in one read-only snapshot. With `progress`, the run reports its checks
+ * done of the total (each check is one set-based statement over every account, so checks
+ * are the unit progress can count).
+ */
+export async function verifyLedger(db: Database, progress?: JobProgress): Promise<LedgerReport> {
+  // The checks and the closing count of what was checked.
+  const run = progress?.start('verify_ledger', CHECKS.length + 1, 'checks');
+  try {
+    const report = await db.transaction(async (s) => {
+      await s.query(`set local statement_timeout = ${VERIFY_STATEMENT_TIMEOUT_MS}`);
+      const violations: LedgerViolation[] = [];
+      for (const check of CHECKS) {
+        if (violations.length >= VIOLATIONS_MAX) break;
+        const rows = await s.query(`${check.sql} limit ${VIOLATIONS_MAX - violations.length}`);
+        for (const row of rows) violations.push({ invariant: check.invariant, ...check.describe(row) });
+        run?.advance(1);
+      }
+      const counts = await s.query<{ accounts: string; transactions: string }>(
+        'select (select count(*) from user_accounts)::text as accounts, (select count(*) from transactions)::text as transactions',
+      );
+      return {
+        ok: violations.length === 0,
+        violations,
+        accountsChecked: BigInt(counts[0]?.accounts ?? '0'),
+        transactionsChecked: BigInt(counts[0]?.transactions ?? '0'),
+      };
+    });
+    run?.advance(1);
+    run?.finish({
+      ok: report.ok,
+      violations: report.violations.length,
+      accountsChecked: report.accountsChecked.toString(),
+      transactionsChecked: report.transactionsChecked.toString(),
+    });
+    return report;
+  } catch (error) {
+    run?.fail();
+    throw error;
+  }
 }
