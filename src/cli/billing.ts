@@ -161,7 +161,10 @@ export function program(env: NodeJS.ProcessEnv): Command {
     .option('--json', 'print the result as JSON (proto JSON mapping: int64 as strings)', false)
     .option('--no-progress', 'no progress bar for top-up run and verify')
     .showHelpAfterError()
-    .exitOverride();
+    // Commander's own refusals (unknown command, missing argument) end in main() with
+    // EXIT.usage. Set before the subcommands are added: they copy these settings.
+    .exitOverride()
+    .configureOutput({ outputError: (text, write) => write(`billing: ${text.replace(/^error: /, '')}`) });
   const globals = (): GlobalOptions => {
     const o = root.opts<{ json: boolean; progress: boolean }>();
     return { json: o.json, progress: o.progress };
@@ -372,8 +375,6 @@ export function program(env: NodeJS.ProcessEnv): Command {
     );
   });
 
-  // Commander's own refusals (unknown command, missing argument) exit with EXIT.usage.
-  root.configureOutput({ outputError: (text, write) => write(`billing: ${text.replace(/^error: /, '')}`) });
   return root;
 }
 

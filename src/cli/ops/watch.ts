@@ -5,6 +5,7 @@
 // terminal it redraws in place; elsewhere (a pipe, a CI log) cli-progress prints it as a line
 // every few seconds instead, and a last line when the run ends.
 import type { Client } from '@connectrpc/connect';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
 import cliProgress from 'cli-progress';
 import type { AdminService, JobProgress } from '../../../gen/billing/v1/admin_service_pb.js';
 
@@ -39,7 +40,7 @@ export async function withProgress<T>(admin: Client<typeof AdminService>, job: W
   const before = (await latest())?.run ?? 0n;
   const bar = new cliProgress.SingleBar(
     {
-      format: `${TITLES[job]} |{bar}| {value}/{total} {unit} | {rate}/s | ETA {eta_formatted}`,
+      format: `${TITLES[job]} |{bar}| {value}/{total} {unit} | {rate}/s | ETA {left}`,
       stream: options.stream,
       noTTYOutput: true,
       notTTYSchedule: options.lineMs,
@@ -49,19 +50,24 @@ export async function withProgress<T>(admin: Client<typeof AdminService>, job: W
     cliProgress.Presets.shades_classic,
   );
   let started = false;
-  let startedAtMs = 0;
   const draw = (p: JobProgress | undefined): void => {
     if (!p || p.run <= before) return;
     const total = Number(p.total);
     const done = Math.min(Number(p.done), total);
+    // The rate from the server's own times once the run ended; while it runs, from its start
+    // to this machine's clock (a skewed clock skews only the running estimate).
+    const startedMs = p.startedAt ? timestampMs(p.startedAt) : Date.now();
+    const endMs = p.finishedAt ? timestampMs(p.finishedAt) : Date.now();
+    const seconds = Math.max(endMs - startedMs, 1) / 1000;
+    const rate = done / seconds;
+    const eta = p.finishedAt || done >= total ? '0s' : rate > 0 ? `${Math.ceil((total - done) / rate)}s` : '?';
+    const payload = { unit: p.unit, rate: rate.toFixed(1), left: eta };
     if (!started) {
       started = true;
-      startedAtMs = Date.now();
-      bar.start(total, done, { unit: p.unit, rate: '0' });
+      bar.start(total, done, payload);
     }
-    const seconds = (Date.now() - startedAtMs) / 1000;
     bar.setTotal(total);
-    bar.update(done, { unit: p.unit, rate: seconds > 0 ? (done / seconds).toFixed(1) : '0' });
+    bar.update(done, payload);
   };
   let polling = true;
   const poller = (async () => {
