@@ -42,11 +42,13 @@ const baseUrl = (t: TestApp) => `https://localhost:${t.app.server.port}`;
 
 function clients(t: TestApp, secure: Secure) {
   const nodeOptions = { ca: secure.ca, ...(secure.cert ? { cert: secure.cert, key: secure.key } : {}) };
+  // Node's https passes this on to tls.connect, though its RequestOptions type does not name it.
+  const alpnHttp1 = { ...nodeOptions, ALPNProtocols: ['http/1.1'] };
   return {
     grpc: createClient(BillingService, createGrpcTransport({ baseUrl: baseUrl(t), nodeOptions })),
     connectH1: createClient(BillingService, createConnectTransport({ baseUrl: baseUrl(t), httpVersion: '1.1', nodeOptions })),
     // An HTTP/1.1 client that names http/1.1 in ALPN (Node's https sends no ALPN by default).
-    connectH1Alpn: createClient(BillingService, createConnectTransport({ baseUrl: baseUrl(t), httpVersion: '1.1', nodeOptions: { ...nodeOptions, ALPNProtocols: ['http/1.1'] } })),
+    connectH1Alpn: createClient(BillingService, createConnectTransport({ baseUrl: baseUrl(t), httpVersion: '1.1', nodeOptions: alpnHttp1 })),
     connectH2: createClient(BillingService, createConnectTransport({ baseUrl: baseUrl(t), httpVersion: '2', nodeOptions })),
     grpcWeb: createClient(BillingService, createGrpcWebTransport({ baseUrl: baseUrl(t), httpVersion: '1.1', nodeOptions })),
     adminGrpc: createClient(AdminService, createGrpcTransport({ baseUrl: baseUrl(t), nodeOptions })),
