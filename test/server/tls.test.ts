@@ -1,6 +1,7 @@
 // TLS on the one port (src/server.ts), with certificates made at test time by openssl
 // (test/support/certificates.ts): gRPC from grpc-js, Connect over HTTP/1.1 and HTTP/2 and
-// gRPC-Web from connect-node all over TLS on the same port; the certificate reloaded when
+// gRPC-Web from connect-node all over TLS on the same port (a silent connection closed by
+// the first-bytes timeout, as on plaintext); the certificate reloaded when
 // its files change (a pair that does not load is kept out); mutual TLS, where a client
 // without a certificate of the configured CA is refused and a good certificate's CN is the
 // actor (seen in the scope refusals, which name the caller).
@@ -8,6 +9,7 @@ import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -25,6 +27,7 @@ const AGENT = 'agent-token-0123456789abcdef';
 const auth = { headers: { authorization: `Bearer ${AGENT}` } };
 /** Generous: the machine is shared; nothing here is a timing assertion. */
 const RELOAD_WAIT_MS = 20_000;
+const CLOSE_WAIT_MS = 15_000;
 
 const ca = new CertificateAuthority('billing test CA');
 const otherCa = new CertificateAuthority('another CA');
@@ -75,7 +78,9 @@ describe('TLS on the one port', () => {
   const grpcClients: grpc.Client[] = [];
   beforeAll(async () => {
     const f = files(ca.server());
-    t = await startTestApp({ env: { HOST: '127.0.0.1', BILLING_TOKENS: `agent:${AGENT}=spend+grant`, BILLING_TLS_CERT_FILE: f.cert, BILLING_TLS_KEY_FILE: f.key } });
+    t = await startTestApp({
+      env: { HOST: '127.0.0.1', BILLING_TOKENS: `agent:${AGENT}=spend+grant`, BILLING_TLS_CERT_FILE: f.cert, BILLING_TLS_KEY_FILE: f.key, CONNECTION_FIRST_BYTES_TIMEOUT_MS: '500' },
+    });
   });
   afterAll(async () => {
     for (const c of grpcClients) c.close();
@@ -109,6 +114,22 @@ describe('TLS on the one port', () => {
     const { error } = await failure(c.adminGrpc.verifyLedger({}, auth));
     expect(error.code).toBe(Code.PermissionDenied);
     expect(error.rawMessage).toBe('the caller "agent" lacks the "admin" scope');
+  });
+
+  it('closes a connection that does not finish its handshake within the first-bytes timeout', async () => {
+    const socket = net.connect(t.app.server.port, '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), CLOSE_WAIT_MS);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    socket.destroy();
+    expect(closed).toBe(true);
+    expect(Buffer.concat(received).length).toBe(0);
   });
 
   it('gives a plaintext client nothing', async () => {
