@@ -5,7 +5,7 @@
 // its files change (a pair that does not load is kept out); mutual TLS, where a client
 // without a certificate of the configured CA is refused and a good certificate's CN is the
 // actor (seen in the scope refusals, which name the caller).
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -163,8 +163,8 @@ describe('certificate reload', () => {
     const second = ca.server('second');
     // A rotation as tools do it: a new file renamed over the old one, key first.
     const staging = files(second);
-    copyFileSync(staging.key, f.key);
-    copyFileSync(staging.cert, f.cert);
+    renameSync(staging.key, f.key);
+    renameSync(staging.cert, f.cert);
     await waitForFingerprint(fingerprintOf(second));
     expect(first).not.toBe(fingerprintOf(second));
     const c = clients(t, { ca: ca.cert });
