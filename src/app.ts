@@ -96,6 +96,7 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     limits: config.server,
     interceptors: interceptors(config, log, metrics, contract),
     routes: routes({ ledger, wallet, probe: () => db.ping() }),
+    ...(config.tls ? { tls: { ...config.tls, log } } : {}),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)

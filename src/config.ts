@@ -1,7 +1,9 @@
 // The only reader of process.env. Parses the environment and the catalogue file once,
 // reports every error together, and returns a frozen Config.
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import cron from 'node-cron';
 import { getAddress } from 'ethers';
 import { z } from 'zod';
@@ -23,6 +25,27 @@ const AMOUNT_MILLICREDITS_MAX = integerBounds(GrantRequestSchema.field.amountMil
 export type Scope = 'spend' | 'grant' | 'admin' | 'wallet';
 export const SCOPES: readonly Scope[] = ['spend', 'grant', 'admin', 'wallet'];
 
+/**
+ * A named caller: its scopes and how it proves who it is. The name is the actor of its
+ * calls (src/rpc/caller.ts). A token caller is known by the SHA-256 of its token only (the
+ * token itself is not kept); a certificate caller by the name in its client certificate.
+ */
+export interface NamedCaller {
+  readonly scopes: ReadonlySet<Scope>;
+  /** SHA-256 of the bearer token; undefined for a certificate caller. */
+  readonly tokenSha256?: Buffer;
+  /** True when the caller proves its name with a client certificate (mutual TLS). */
+  readonly certificate: boolean;
+}
+
+/** TLS on the one port, from certificate files reloaded when they change (src/server.ts). */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Mutual TLS: every client must present a certificate signed by this CA. */
+  readonly clientCaFile?: string;
+}
+
 export interface Config {
   readonly port: number;
   readonly metricsPort: number;
@@ -36,8 +59,13 @@ export interface Config {
   readonly dataDir: string;
   readonly configPath: string;
   readonly production: boolean;
-  /** Bearer token → scopes. Empty means open (local development only). */
-  readonly tokens: ReadonlyMap<string, ReadonlySet<Scope>>;
+  /**
+   * Name → named caller (BILLING_TOKENS, BILLING_TOKENS_FILE, BILLING_CERT_SCOPES). Empty
+   * means open (local development only).
+   */
+  readonly tokens: ReadonlyMap<string, NamedCaller>;
+  /** TLS on the one port; undefined: plaintext. */
+  readonly tls?: TlsFiles;
   readonly catalogue: Catalogue;
   readonly dailyTopUpSchedule: string;
   readonly holdSweepSchedule: string;
@@ -175,6 +203,11 @@ const envSchema = z.object({
   BILLING_DATA_DIR: z.string().min(1).default('./data'),
   BILLING_CONFIG: z.string().min(1).default('config/muse.json'),
   BILLING_TOKENS: z.string().optional(),
+  BILLING_TOKENS_FILE: z.string().min(1).optional(),
+  BILLING_CERT_SCOPES: z.string().optional(),
+  BILLING_TLS_CERT_FILE: z.string().min(1).optional(),
+  BILLING_TLS_KEY_FILE: z.string().min(1).optional(),
+  BILLING_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
   NODE_ENV: z.string().default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   JOB_PROGRESS_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).default(5_000),
@@ -205,21 +238,205 @@ function issues(prefix: string, error: z.ZodError): string[] {
   return error.issues.map((issue) => `${prefix}${issue.path.join('.') || '(root)'}: ${issue.message}`);
 }
 
-/** Parses "token=spend+grant,other=admin". */
-function parseTokens(text: string | undefined, problems: string[]): Map<string, Set<Scope>> {
-  const tokens = new Map<string, Set<Scope>>();
-  for (const entry of (text ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-    const [token, scopeText] = entry.split('=');
-    if (!token || token.length < 16 || !scopeText) {
-      problems.push('BILLING_TOKENS: each entry is token=scope+scope with a token of at least 16 characters');
+// Named callers. A token's text is never quoted back in a problem (nor anything of an entry
+// that could be one: an invalid name may be a mistyped token); entries are named by their
+// position and, once valid, their name.
+const CALLER_NAME = /^[a-z0-9._-]{1,64}$/;
+const CALLER_NAME_RULE = 'the name must be 1-64 characters of a-z 0-9 . _ -';
+const TOKEN_SHA256 = /^sha256:([0-9a-fA-F]{64})$/;
+/** A bearer token's length: at least 16 characters, at most what rpc/auth.ts reads from the header. */
+const TOKEN_CHARS_MIN = 16;
+const TOKEN_CHARS_MAX = 512;
+const TOKEN_RULE = `the token must be ${TOKEN_CHARS_MIN}-${TOKEN_CHARS_MAX} characters without spaces or commas, or sha256:<64 hex digits>`;
+/** Scope text shorter than a token may be quoted; longer text may be a token put in the wrong place. */
+const QUOTABLE_SCOPE = /^[a-z+]{1,15}$/;
+
+/** One caller as written, before names are checked for uniqueness. */
+interface CallerEntry {
+  /** "BILLING_TOKENS entry 2", "BILLING_TOKENS_FILE line 4", …: where it was written. */
+  readonly where: string;
+  readonly name: string;
+  readonly caller: NamedCaller;
+}
+
+/** "spend+grant" → scopes; pushes a problem (quoting unknown scopes only when short) and returns undefined if bad. */
+function parseScopes(text: string, where: string, problems: string[]): Set<Scope> | undefined {
+  const scopes = text.split('+');
+  const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
+  if (text === '' || unknown.length > 0) {
+    const shown = unknown.every((s) => QUOTABLE_SCOPE.test(s)) && text !== '' ? ` ${unknown.join(', ')}` : ' (not shown)';
+    problems.push(`${where}: unknown or missing scope(s)${shown}; scopes are ${SCOPES.join(', ')} joined by +`);
+    return undefined;
+  }
+  return new Set(scopes as Scope[]);
+}
+
+/** A token as configured ("sha256:<hex>" or the token itself) → its SHA-256; undefined if malformed. */
+function tokenSha256(text: string): Buffer | undefined {
+  const hashed = TOKEN_SHA256.exec(text);
+  if (hashed) return Buffer.from(hashed[1]!, 'hex');
+  if (text.length < TOKEN_CHARS_MIN || text.length > TOKEN_CHARS_MAX || /[\s,]/.test(text)) return undefined;
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** One named token caller, or a problem naming `where` (and the name once it is valid). */
+function tokenEntry(where: string, name: string, token: string, scopeText: string, problems: string[]): CallerEntry | undefined {
+  if (!CALLER_NAME.test(name)) {
+    problems.push(`${where}: ${CALLER_NAME_RULE}`);
+    return undefined;
+  }
+  const named = `${where} ("${name}")`;
+  const sha256 = tokenSha256(token);
+  if (!sha256) problems.push(`${named}: ${TOKEN_RULE}`);
+  const scopes = parseScopes(scopeText, named, problems);
+  return sha256 && scopes ? { where: named, name, caller: { scopes, tokenSha256: sha256, certificate: false } } : undefined;
+}
+
+/**
+ * BILLING_TOKENS: comma-separated `name:token=scopes` or `name:sha256:<hex>=scopes`. The
+ * older unnamed `token=scopes` still works (a token with no ':'); its caller is named
+ * `token-<position>` so that the actor never carries the secret.
+ */
+function parseTokenList(text: string, problems: string[]): CallerEntry[] {
+  const entries: CallerEntry[] = [];
+  text.split(',').map((s) => s.trim()).forEach((entry, index) => {
+    if (entry === '') return;
+    const where = `BILLING_TOKENS entry ${index + 1}`;
+    const equals = entry.lastIndexOf('=');
+    if (equals <= 0) {
+      problems.push(`${where}: must be name:token=scope+scope (or name:sha256:<hex>=scope+scope)`);
+      return;
+    }
+    const credential = entry.slice(0, equals);
+    const colon = credential.indexOf(':');
+    if (colon < 0) {
+      const found = tokenEntry(where, `token-${index + 1}`, credential, entry.slice(equals + 1), problems);
+      if (found) entries.push(found);
+      return;
+    }
+    const name = credential.slice(0, colon);
+    if (name === 'sha256' && TOKEN_SHA256.test(credential)) {
+      // Else the hash would be read as the token of a caller named "sha256".
+      problems.push(`${where}: a token's SHA-256 needs a name: name:sha256:<hex>=scope+scope`);
+      return;
+    }
+    const found = tokenEntry(where, name, credential.slice(colon + 1), entry.slice(equals + 1), problems);
+    if (found) entries.push(found);
+  });
+  return entries;
+}
+
+/** BILLING_TOKENS_FILE: one caller a line, `name sha256:<hex> scope+scope` (or the token itself); # comments. */
+function parseTokenFile(path: string, problems: string[]): CallerEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    problems.push(`BILLING_TOKENS_FILE: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    return [];
+  }
+  const entries: CallerEntry[] = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    const fields = line.replace(/#.*$/, '').trim().split(/\s+/).filter(Boolean);
+    if (fields.length === 0) return;
+    const where = `BILLING_TOKENS_FILE line ${index + 1}`;
+    if (fields.length !== 3) {
+      problems.push(`${where}: must be "name sha256:<hex> scope+scope" (three fields)`);
+      return;
+    }
+    const found = tokenEntry(where, fields[0]!, fields[1]!, fields[2]!, problems);
+    if (found) entries.push(found);
+  });
+  return entries;
+}
+
+/** BILLING_CERT_SCOPES: `name=scopes,…`, the callers a client certificate may name (mutual TLS). */
+function parseCertificateScopes(text: string, problems: string[]): CallerEntry[] {
+  const entries: CallerEntry[] = [];
+  text.split(',').map((s) => s.trim()).forEach((entry, index) => {
+    if (entry === '') return;
+    const where = `BILLING_CERT_SCOPES entry ${index + 1}`;
+    const [name = '', scopeText = '', ...rest] = entry.split('=');
+    if (rest.length > 0 || !CALLER_NAME.test(name)) {
+      problems.push(`${where}: must be name=scope+scope; ${CALLER_NAME_RULE}`);
+      return;
+    }
+    const scopes = parseScopes(scopeText, `${where} ("${name}")`, problems);
+    if (scopes) entries.push({ where: `${where} ("${name}")`, name, caller: { scopes, certificate: true } });
+  });
+  return entries;
+}
+
+/** Every named caller; names are unique, and so are tokens (else which name would be the actor?). */
+function parseCallers(env: NodeJS.ProcessEnv, problems: string[]): Map<string, NamedCaller> {
+  const entries = [
+    ...parseTokenList(env.BILLING_TOKENS ?? '', problems),
+    ...(env.BILLING_TOKENS_FILE ? parseTokenFile(resolve(env.BILLING_TOKENS_FILE), problems) : []),
+    ...parseCertificateScopes(env.BILLING_CERT_SCOPES ?? '', problems),
+  ];
+  const callers = new Map<string, NamedCaller>();
+  const tokenOwners = new Map<string, string>();
+  for (const { where, name, caller } of entries) {
+    if (callers.has(name)) {
+      problems.push(`${where}: the name "${name}" is configured more than once`);
       continue;
     }
-    const scopes = scopeText.split('+');
-    const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
-    if (unknown.length > 0) problems.push(`BILLING_TOKENS: unknown scope(s) ${unknown.join(', ')}`);
-    tokens.set(token, new Set(scopes.filter((s): s is Scope => SCOPES.includes(s as Scope))));
+    const hex = caller.tokenSha256?.toString('hex');
+    if (hex !== undefined && tokenOwners.has(hex)) {
+      problems.push(`${where}: the same token as "${tokenOwners.get(hex)}"`);
+      continue;
+    }
+    if (hex !== undefined) tokenOwners.set(hex, name);
+    callers.set(name, Object.freeze(caller));
   }
-  return tokens;
+  return callers;
+}
+
+/** The TLS files, checked now (readable, the key matches the certificate) so a bad pair stops the start. */
+function loadTls(
+  e: { BILLING_TLS_CERT_FILE?: string | undefined; BILLING_TLS_KEY_FILE?: string | undefined; BILLING_TLS_CLIENT_CA_FILE?: string | undefined },
+  certificateCallers: boolean,
+  problems: string[],
+): TlsFiles | undefined {
+  if (!e.BILLING_TLS_CERT_FILE !== !e.BILLING_TLS_KEY_FILE) {
+    problems.push('BILLING_TLS_CERT_FILE, BILLING_TLS_KEY_FILE: set both or neither');
+    return undefined;
+  }
+  if (!e.BILLING_TLS_CERT_FILE || !e.BILLING_TLS_KEY_FILE) {
+    if (e.BILLING_TLS_CLIENT_CA_FILE) problems.push('BILLING_TLS_CLIENT_CA_FILE: mutual TLS needs BILLING_TLS_CERT_FILE and BILLING_TLS_KEY_FILE');
+    if (certificateCallers) problems.push('BILLING_CERT_SCOPES: certificate callers need mutual TLS (BILLING_TLS_CLIENT_CA_FILE)');
+    return undefined;
+  }
+  if (certificateCallers && !e.BILLING_TLS_CLIENT_CA_FILE) {
+    problems.push('BILLING_CERT_SCOPES: certificate callers need mutual TLS (BILLING_TLS_CLIENT_CA_FILE)');
+  }
+  const files: TlsFiles = {
+    certFile: resolve(e.BILLING_TLS_CERT_FILE),
+    keyFile: resolve(e.BILLING_TLS_KEY_FILE),
+    ...(e.BILLING_TLS_CLIENT_CA_FILE ? { clientCaFile: resolve(e.BILLING_TLS_CLIENT_CA_FILE) } : {}),
+  };
+  const read: Record<string, Buffer> = {};
+  for (const [variable, path] of [
+    ['BILLING_TLS_CERT_FILE', files.certFile],
+    ['BILLING_TLS_KEY_FILE', files.keyFile],
+    ['BILLING_TLS_CLIENT_CA_FILE', files.clientCaFile],
+  ] as const) {
+    if (path === undefined) continue;
+    try {
+      read[variable] = readFileSync(path);
+    } catch (error) {
+      problems.push(`${variable}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+  }
+  if (Object.keys(read).length < (files.clientCaFile ? 3 : 2)) return undefined;
+  try {
+    // OpenSSL's reasons ("key values mismatch", "no start line") quote no key material.
+    createSecureContext({ cert: read.BILLING_TLS_CERT_FILE!, key: read.BILLING_TLS_KEY_FILE!, ...(files.clientCaFile ? { ca: read.BILLING_TLS_CLIENT_CA_FILE! } : {}) });
+  } catch (error) {
+    problems.push(`BILLING_TLS_CERT_FILE, BILLING_TLS_KEY_FILE: not a usable certificate and key (${(error as Error).message})`);
+    return undefined;
+  }
+  return Object.freeze(files);
 }
 
 function buildCatalogue(file: z.infer<typeof catalogueFileSchema>, problems: string[]): Catalogue {
@@ -391,9 +608,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsedEnv.success) problems.push(...issues('env ', parsedEnv.error));
   const e = parsedEnv.success ? parsedEnv.data : envSchema.parse({});
   // Read from the raw environment so that one bad variable does not hide these checks.
-  const tokens = parseTokens(env.BILLING_TOKENS, problems);
+  const tokens = parseCallers(env, problems);
+  const tls = loadTls(env, [...tokens.values()].some((c) => c.certificate), problems);
   const production = env.NODE_ENV === 'production';
-  if (production && tokens.size === 0) problems.push('BILLING_TOKENS: required when NODE_ENV=production');
+  if (production && tokens.size === 0) problems.push('BILLING_TOKENS: required when NODE_ENV=production (or BILLING_TOKENS_FILE, BILLING_CERT_SCOPES)');
   const host = env.HOST ?? (tokens.size === 0 ? '127.0.0.1' : '0.0.0.0');
   if (tokens.size === 0 && !LOOPBACK_HOSTS.has(host)) {
     problems.push(`HOST: ${host} is not loopback; an open service (no BILLING_TOKENS) binds loopback only`);
@@ -421,6 +639,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     configPath,
     production,
     tokens,
+    ...(tls ? { tls } : {}),
     catalogue: catalogueResult.catalogue,
     dailyTopUpSchedule: catalogueResult.topUpSchedule,
     holdSweepSchedule: catalogueResult.sweepSchedule,

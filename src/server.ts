@@ -14,10 +14,23 @@
 // idleTimeoutMs. At most connectionsMax connections are open (more are closed as they are
 // accepted) and at most callsInFlightMax calls are in flight (more are refused unprocessed,
 // UNAVAILABLE with a retry hint: safe to retry).
+//
+// With TLS (optional), each TCP connection is handed to a tls.Server first, which does the
+// handshake (within firstBytesTimeoutMs) and offers ALPN h2 and http/1.1; the secure socket
+// then goes to the HTTP/2 server when the client chose h2, to HTTP/1.1 when it chose
+// http/1.1, and through the same first-bytes sniff when it chose nothing. The certificate
+// files are watched and a changed pair is loaded for new connections; a pair that does not
+// load is logged and the one in use kept. With a client CA (mutual TLS) a client must
+// present a certificate signed by it; its name reaches auth (rpc/auth.ts) on each call.
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
+import tls from 'node:tls';
+import { type ConnectRouter, createContextValues, type Interceptor } from '@connectrpc/connect';
+import type { Logger } from 'pino';
+import type { TlsFiles } from './config.js';
+import { certificateName, PEER_CERTIFICATE_NAME } from './rpc/auth.js';
 import { createHandler } from './rpc/handler.js';
 
 /** Bounds on connections and calls; src/config.ts reads them from the environment. */
@@ -48,6 +61,15 @@ export interface ServerOptions {
   readonly limits: ServerLimits;
   readonly interceptors: Interceptor[];
   readonly routes: (router: ConnectRouter) => void;
+  /** TLS on the port; undefined: plaintext. */
+  readonly tls?: TlsOptions;
+}
+
+export interface TlsOptions extends TlsFiles {
+  /** Where certificate reloads (and reloads that failed) are reported. */
+  readonly log: Logger;
+  /** How often the files are looked at for a change (default 1 s). */
+  readonly reloadIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -72,6 +94,7 @@ const DRAIN_SETTLE_MS = 100;
 const H1_DRAIN_MS = 500;
 /** The retry hint of a call refused past callsInFlightMax. */
 const RETRY_AFTER_SECONDS = 1;
+const TLS_RELOAD_INTERVAL_MS = 1_000;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const { limits } = options;
@@ -82,6 +105,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     requestBytesMax: options.requestBytesMax,
     timeoutMsMax: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    // The certificate's name is read per call: HTTP/1.1 and HTTP/2 requests both reach the TLS socket's peer certificate through req.socket.
+    ...(options.tls?.clientCaFile
+      ? {
+          contextValues: (req: NodeRequest) => {
+            const values = createContextValues();
+            const name = certificateName(req.socket as tls.TLSSocket);
+            if (name !== undefined) values.set(PEER_CERTIFICATE_NAME, name);
+            return values;
+          },
+        }
+      : {}),
   });
   const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler);
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
@@ -111,24 +145,41 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (shutdown.signal.aborted) drain(session);
   });
   h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs));
-  // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
-  const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
+  const track = (socket: net.Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
+  };
+  const secure = options.tls ? secureServer(options.tls, limits.firstBytesTimeoutMs) : undefined;
+  secure?.server.on('secureConnection', (socket: tls.TLSSocket) => {
+    track(socket);
+    if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
+    else if (socket.alpnProtocol === 'http/1.1') h1.emit('connection', socket);
+    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
+  });
+  // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
+  const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
+    track(socket);
+    if (secure) secure.server.emit('connection', socket);
+    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
   });
   // Past the cap Node closes each new connection as it is accepted.
   tcp.maxConnections = limits.connectionsMax;
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(options.port, options.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(options.port, options.host, () => resolve());
+    });
+  } catch (error) {
+    secure?.stopWatching();
+    throw error;
+  }
   const address = tcp.address() as net.AddressInfo;
   return {
     port: address.port,
     close: async (graceMs = limits.shutdownGraceMs) => {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       shutdown.abort();
+      secure?.stopWatching();
       // HTTP/2: GOAWAY; open streams finish, new ones are refused, the session then closes.
       for (const session of sessions) drain(session);
       // HTTP/1.1 has no GOAWAY: every response from now on says "Connection: close", so
@@ -265,7 +316,7 @@ function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): v
  * them back and hands the socket itself on. The socket stays paused from then on until its
  * server reads it: bytes that come meanwhile wait in its buffer behind the ones put back.
  */
-function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
+function routeConnection(socket: net.Socket | tls.TLSSocket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
   let head: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), firstBytesMs);
   socket.once('close', () => clearTimeout(timer));
@@ -286,4 +337,55 @@ function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Ser
     }
   };
   socket.on('data', onData);
+}
+
+/** The certificate, key and client CA as tls.createSecureContext takes them, read now. */
+function secureContextOptions(files: TlsFiles): tls.SecureContextOptions {
+  return {
+    cert: readFileSync(files.certFile),
+    key: readFileSync(files.keyFile),
+    ...(files.clientCaFile ? { ca: readFileSync(files.clientCaFile) } : {}),
+  };
+}
+
+/**
+ * A tls.Server that never listens: the TCP listener hands it each connection. Its handshake
+ * must finish within handshakeMs (the first-bytes bound of plaintext). The files are polled
+ * (watchFile follows a path across the rename of an atomic replace, which fs.watch does not).
+ */
+function secureServer(options: TlsOptions, handshakeMs: number): { server: tls.Server; stopWatching(): void } {
+  const mutual = options.clientCaFile !== undefined;
+  const server = tls.createServer({
+    ...secureContextOptions(options),
+    ALPNProtocols: ['h2', 'http/1.1'],
+    minVersion: 'TLSv1.2',
+    handshakeTimeout: handshakeMs,
+    // Mutual TLS: OpenSSL refuses the handshake of a client without a certificate signed by the CA.
+    requestCert: mutual,
+    rejectUnauthorized: mutual,
+  });
+  // A failed handshake (no or a foreign client certificate, a plaintext client) closes that connection only.
+  server.on('tlsClientError', (error, socket) => {
+    options.log.debug({ reason: error.message }, 'TLS handshake failed');
+    socket.destroy();
+  });
+  const files = [options.certFile, options.keyFile, ...(options.clientCaFile ? [options.clientCaFile] : [])];
+  const reload = (current: Stats, previous: Stats) => {
+    if (current.mtimeMs === previous.mtimeMs && current.size === previous.size && current.ino === previous.ino) return;
+    try {
+      server.setSecureContext(secureContextOptions(options));
+      options.log.info({ cert: options.certFile }, 'TLS certificate reloaded');
+    } catch (error) {
+      // A half-written rotation (new certificate, old key) lands here; the next change retries.
+      options.log.warn({ cert: options.certFile, reason: (error as Error).message }, 'TLS files changed but do not load; keeping the certificate in use');
+    }
+  };
+  const interval = options.reloadIntervalMs ?? TLS_RELOAD_INTERVAL_MS;
+  for (const file of files) watchFile(file, { interval, persistent: false }, reload);
+  return {
+    server,
+    stopWatching: () => {
+      for (const file of files) unwatchFile(file, reload);
+    },
+  };
 }

@@ -49,6 +49,8 @@ export interface HandlerOptions {
   /** Longest deadline honoured, in milliseconds; longer ones are lowered to it. */
   readonly timeoutMsMax: number;
   readonly shutdownSignal: AbortSignal;
+  /** The context values a call starts with (src/server.ts: the client certificate's name). */
+  readonly contextValues?: (req: NodeRequest) => ContextValues;
 }
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -121,7 +123,7 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
 }
 
 async function serve(options: HandlerOptions, handler: UniversalHandler, req: NodeRequest, res: NodeResponse): Promise<void> {
-  const contextValues = createContextValues();
+  const contextValues = options.contextValues?.(req) ?? createContextValues();
   const framing = unaryFraming(handler, req);
   let uReq;
   if (framing !== undefined) {
