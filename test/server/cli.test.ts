@@ -19,7 +19,7 @@ const execFileAsync = promisify(execFile);
 
 const OPS_TOKEN = 'ops-canary-token-0123456789abcdef';
 const SPEND_TOKEN = 'spend-only-token-0123456789abcdef';
-const TOKENS = `${OPS_TOKEN}=spend+grant+admin+wallet,${SPEND_TOKEN}=spend`;
+const TOKENS = `ops:${OPS_TOKEN}=spend+grant+admin+wallet,support:${SPEND_TOKEN}=spend`;
 
 interface Ran {
   readonly code: number;
@@ -220,7 +220,7 @@ describe('billing CLI commands', () => {
   it('refusals: insufficient scope, no token, bad field, bad usage — each with its exit code and reason', async () => {
     const scope = await cli(['set-plan', 'cli-x', 'pro'], { BILLING_TOKEN: SPEND_TOKEN });
     expect(scope.code).toBe(3);
-    expect(scope.stderr).toContain('billing: permission_denied: this token lacks the "admin" scope');
+    expect(scope.stderr).toContain('billing: permission_denied: the caller "support" lacks the "admin" scope');
 
     const none = await cli(['balance', 'cli-x'], { BILLING_TOKEN: '' });
     expect(none.code).toBe(3);
