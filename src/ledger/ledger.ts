@@ -2,6 +2,7 @@
 // in-process tests (test/services/) drive it through the same routes without sockets.
 import type { Catalogue } from '../domain/catalogue.js';
 import type { Database } from '../storage/database.js';
+import { type Audit, auditEvent, type AuditSink, AuditTrail } from './audit/audit.js';
 import { Charges } from './charge/charge.js';
 import { Credits } from './credits/credits.js';
 import { freeOperationsFacet } from './free-operations/free-operations.js';
@@ -25,23 +26,38 @@ export interface Ledger {
   readonly plans: Plans;
   readonly promos: Promos;
   readonly topUps: DailyTopUps;
-  verify(): Promise<LedgerReport>;
+  /** Checks every invariant; with an audit, the run and its verdict are an audit event (logged, not stored: it changes nothing). */
+  verify(audit?: Audit): Promise<LedgerReport>;
 }
 
-export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}): Ledger {
+/** `auditSink` receives every committed audit event (app.ts logs them); without it they are only stored. */
+export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}, auditSink?: AuditSink): Ledger {
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
   const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
+  const trail = new AuditTrail(auditSink);
   return {
     catalogue,
     kernel,
     charges: new Charges(kernel),
     holds: new Holds(kernel),
-    credits: new Credits(kernel),
+    credits: new Credits(kernel, trail),
     history: new History(kernel),
-    plans: new Plans(kernel),
-    promos: new Promos(kernel),
-    topUps: new DailyTopUps(db, catalogue),
-    verify: () => verifyLedger(db),
+    plans: new Plans(kernel, trail),
+    promos: new Promos(kernel, trail),
+    topUps: new DailyTopUps(db, catalogue, { trail }),
+    verify: async (audit) => {
+      const report = await verifyLedger(db);
+      if (audit) {
+        const after = {
+          ok: report.ok,
+          accountsChecked: report.accountsChecked.toString(),
+          transactionsChecked: report.transactionsChecked.toString(),
+          violations: report.violations.length,
+        };
+        trail.published(auditEvent(audit, 'VerifyLedger', { kind: 'ledger' }, null, after));
+      }
+      return report;
+    },
   };
 }
