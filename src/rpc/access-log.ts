@@ -89,7 +89,10 @@ export function accessLogInterceptor(log: Logger): Interceptor {
     const procedure = `${req.service.typeName}/${req.method.name}`;
     const userId = req.stream ? null : userIdOf(req.message);
     const write = (values: ContextValues, error?: unknown) => {
-      log[levelOf(error)](
+      const level = levelOf(error);
+      // Below the configured level (the bench runs at warn) the line is not even built.
+      if (!log.isLevelEnabled(level)) return;
+      log[level](
         {
           event: 'access',
           requestId,

@@ -17,11 +17,11 @@ import {
   claimRedemption,
   disablePromoCode,
   findPromoCode,
-  lockPromoCode,
   hasRedeemed,
   insertPromoCode,
   insertRedemption,
   listPromoCodes,
+  lockPromoCode,
   type PromoCodeRow,
 } from './sql.js';
 
@@ -134,7 +134,8 @@ export class Promos {
     const wanted = newPromo(input, nowMs);
     const created = await this.kernel.db.transaction(async (s) => {
       const row = await insertPromoCode(s, wanted);
-      if (!row || !audit) return row && { row };
+      if (!row) return undefined;
+      if (!audit) return { row, event: undefined };
       const event = auditEvent(audit, 'CreatePromoCode', { kind: 'promo', code: row.code }, null, promoState(row));
       await this.trail.record(s, event);
       return { row, event };
