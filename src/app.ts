@@ -2,13 +2,16 @@
 // tests call build() with their own database and port 0.
 import http from 'node:http';
 import type { Interceptor } from '@connectrpc/connect';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { scheduleDailyTopUp } from './jobs/daily-top-up.js';
 import { scheduleHoldSweeper } from './jobs/hold-sweeper.js';
 import { JobProgress } from './jobs/progress.js';
 import type { Holds } from './ledger/holds/holds.js';
+import { logAuditEvents } from './ledger/audit/audit.js';
 import { createLedger, type Ledger } from './ledger/ledger.js';
+import { createLogger } from './log.js';
+import { accessLogInterceptor } from './rpc/access-log.js';
 import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js';
@@ -66,13 +69,26 @@ export function readContract(): ContractRules {
  * The interceptors every call passes, outermost first (the last runs innermost, so limits
  * are checked after auth: an unauthenticated caller learns nothing). The server and the
  * in-process service tests (test/support/services.ts) use this one list.
+ *
+ * The access log comes first (a tracing interceptor, when there is one, goes before it so
+ * that its span is active when the line is written): it times the whole call, sets the
+ * request id before anything else runs, and sees every outcome as the caller will (the
+ * error interceptor inside it has translated it). Metrics come just inside it; both are
+ * outside the error interceptor, so they record the same code.
  */
 export function interceptors(config: Config, log: Logger, metrics: Metrics, contract: ContractRules): Interceptor[] {
-  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits), deadlineInterceptor];
+  return [
+    accessLogInterceptor(log),
+    metrics.interceptor,
+    errorInterceptor(log),
+    authInterceptor(config.tokens, contract.scopes),
+    limitsInterceptor(contract.limits),
+    deadlineInterceptor,
+  ];
 }
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {
-  const log = options.log ?? pino({ level: config.logLevel, base: { service: 'billing' } });
+  const log = options.log ?? createLogger(config.logLevel);
   // First: a method the contract left without a scope, or a malformed limit, stops the
   // start-up before anything opens.
   const contract = readContract();
@@ -82,7 +98,10 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
-  const ledger = createLedger(db, config.catalogue, config.batching, new JobProgress({ log, intervalMs: config.progressIntervalMs }));
+  const ledger = createLedger(db, config.catalogue, config.batching, {
+    auditSink: logAuditEvents(log),
+    progress: new JobProgress({ log, intervalMs: config.progressIntervalMs }),
+  });
   const { holds, topUps } = ledger;
   const metrics = createMetrics();
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);

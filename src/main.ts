@@ -1,15 +1,15 @@
 // The service process: read configuration, open the database (migrating it), serve, and
 // shut down gracefully on SIGTERM or SIGINT.
-import pino from 'pino';
 import { build } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './log.js';
 
 async function main(): Promise<void> {
   const config = loadConfig();
   // The seed is now only a public node inside config.wallet: drop the text from the
   // environment, where child processes and diagnostics could otherwise read it.
   delete process.env.WALLET_SEED;
-  const log = pino({ level: config.logLevel, base: { service: 'billing' } });
+  const log = createLogger(config.logLevel);
   if (config.tokens.size === 0) {
     log.warn('no BILLING_TOKENS configured: running OPEN for local development, bound to loopback only');
   }

@@ -3,6 +3,7 @@
 import type { Catalogue } from '../domain/catalogue.js';
 import { JobProgress } from '../jobs/progress.js';
 import type { Database } from '../storage/database.js';
+import { type Audit, auditEvent, type AuditSink, AuditTrail } from './audit/audit.js';
 import { Charges } from './charge/charge.js';
 import { Credits } from './credits/credits.js';
 import { freeOperationsFacet } from './free-operations/free-operations.js';
@@ -28,30 +29,47 @@ export interface Ledger {
   readonly topUps: DailyTopUps;
   /** The progress of the long jobs (top-up, verify) run through this ledger. */
   readonly progress: JobProgress;
-  verify(): Promise<LedgerReport>;
+  /** Checks every invariant; with an audit, the run and its verdict are an audit event (logged, not stored: it changes nothing). */
+  verify(audit?: Audit): Promise<LedgerReport>;
 }
 
-export function createLedger(
-  db: Database,
-  catalogue: Catalogue,
-  batching: Partial<BatchOptions> = {},
-  // Default: runs are tracked for GetJobProgress but not logged.
-  progress: JobProgress = new JobProgress(),
-): Ledger {
+/** What the process around the ledger gives it; tests usually give nothing. */
+export interface LedgerServices {
+  /** Receives every committed audit event (app.ts logs them); without it they are only stored. */
+  readonly auditSink?: AuditSink;
+  /** Where the long jobs report progress; default: tracked for GetJobProgress but not logged. */
+  readonly progress?: JobProgress;
+}
+
+export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}, services: LedgerServices = {}): Ledger {
+  const progress = services.progress ?? new JobProgress();
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
   const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
+  const trail = new AuditTrail(services.auditSink);
   return {
     catalogue,
     kernel,
     charges: new Charges(kernel),
     holds: new Holds(kernel),
-    credits: new Credits(kernel),
+    credits: new Credits(kernel, trail),
     history: new History(kernel),
-    plans: new Plans(kernel),
-    promos: new Promos(kernel),
-    topUps: new DailyTopUps(db, catalogue, { progress }),
+    plans: new Plans(kernel, trail),
+    promos: new Promos(kernel, trail),
+    topUps: new DailyTopUps(db, catalogue, { trail, progress }),
     progress,
-    verify: () => verifyLedger(db, progress),
+    verify: async (audit) => {
+      const report = await verifyLedger(db, progress);
+      if (audit) {
+        const after = {
+          ok: report.ok,
+          accountsChecked: report.accountsChecked.toString(),
+          transactionsChecked: report.transactionsChecked.toString(),
+          violations: report.violations.length,
+        };
+        trail.published(auditEvent(audit, 'VerifyLedger', { kind: 'ledger' }, null, after));
+      }
+      return report;
+    },
   };
 }

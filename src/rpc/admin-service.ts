@@ -1,25 +1,29 @@
 // billing.v1.AdminService handlers: translate requests to operations and results back.
+// Every privileged change passes who is calling (and the request id) down to the audit
+// trail explicitly; the reads (GetPromoCode, ListPromoCodes) are not audited.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import type { Ledger } from '../ledger/ledger.js';
+import { auditOf, noteReplay } from './call-facts.js';
 import { balanceToProto, jobProgressToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
 
 export function adminService({ plans, promos, topUps, verify, progress }: Ledger): Partial<ServiceImpl<typeof AdminService>> {
   return {
-    async setPlan(req) {
-      return { balance: balanceToProto(await plans.setPlan(req.userId, planFromProto(req.plan))) };
+    async setPlan(req, context) {
+      return { balance: balanceToProto(await plans.setPlan(req.userId, planFromProto(req.plan), auditOf(context.values))) };
     },
-    async setEntitlement(req) {
-      return { balance: balanceToProto(await plans.setEntitlement(req.userId, req.entitlement, req.active)) };
+    async setEntitlement(req, context) {
+      return { balance: balanceToProto(await plans.setEntitlement(req.userId, req.entitlement, req.active, auditOf(context.values))) };
     },
-    async createPromoCode(req) {
+    async createPromoCode(req, context) {
       const expiresAtMs = timestampMsFromProto(req.expiresAt);
-      const created = await promos.create({
+      const input = {
         code: req.code,
         amountMillicredits: req.amountMillicredits,
         maxRedemptions: req.maxRedemptions,
         ...(expiresAtMs === undefined ? {} : { expiresAtMs }),
-      });
+      };
+      const created = noteReplay(context.values, await promos.create(input, auditOf(context.values)));
       return { promoCode: promoCodeToProto(created) };
     },
     async getPromoCode(req) {
@@ -29,14 +33,14 @@ export function adminService({ plans, promos, topUps, verify, progress }: Ledger
       const page = await promos.list({ pageSize: req.pageSize, pageToken: req.pageToken });
       return { promoCodes: page.promoCodes.map(promoCodeToProto), nextPageToken: page.nextPageToken };
     },
-    async disablePromoCode(req) {
-      return { promoCode: promoCodeToProto(await promos.disable(req.code)) };
+    async disablePromoCode(req, context) {
+      return { promoCode: promoCodeToProto(await promos.disable(req.code, auditOf(context.values))) };
     },
-    async runDailyTopUp(req) {
-      return await topUps.run(req.date);
+    async runDailyTopUp(req, context) {
+      return await topUps.run(req.date, auditOf(context.values));
     },
-    async verifyLedger() {
-      return ledgerReportToProto(await verify());
+    async verifyLedger(_req, context) {
+      return ledgerReportToProto(await verify(auditOf(context.values)));
     },
     getJobProgress() {
       const dailyTopUp = jobProgressToProto(progress.latest('daily_top_up'));

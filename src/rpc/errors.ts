@@ -8,6 +8,7 @@ import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { ErrorDetailSchema, ErrorReason as ProtoReason } from '../../gen/billing/v1/errors_pb.js';
 import { BillingError, type ErrorReason } from '../domain/errors.js';
+import { requestIdOf } from './call-facts.js';
 
 export const ERROR_TABLE: Readonly<Record<ErrorReason, readonly [Code, ProtoReason]>> = {
   INVALID_FIELD: [Code.InvalidArgument, ProtoReason.INVALID_FIELD],
@@ -140,10 +141,10 @@ export function errorInterceptor(log: Logger): Interceptor {
       if (error instanceof ConnectError) throw error;
       const fault = databaseFault(error);
       if (fault) {
-        log.warn({ err: error, procedure: req.url, reason: fault }, 'database fault');
+        log.warn({ err: error, procedure: req.url, requestId: requestIdOf(req.contextValues), reason: fault }, 'database fault');
         throw toConnectError(databaseError(fault));
       }
-      log.error({ err: error, procedure: req.url }, 'unexpected error');
+      log.error({ err: error, procedure: req.url, requestId: requestIdOf(req.contextValues) }, 'unexpected error');
       throw new ConnectError('internal error', Code.Internal);
     }
   };

@@ -16,6 +16,7 @@ import { checkDeadline, DeadlineExceededError, remainingMs } from '../domain/dea
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
+import { Migration20261203000000_audit_events } from './migrations/Migration20261203000000_audit_events.js';
 
 export type Row = Record<string, unknown>;
 
@@ -72,6 +73,7 @@ export const migrationsList = [
   { name: 'Migration20261122000000_ledger', class: Migration20261122000000_ledger },
   { name: 'Migration20261201000000_charge_reservation', class: Migration20261201000000_charge_reservation },
   { name: 'Migration20261202000000_deposits', class: Migration20261202000000_deposits },
+  { name: 'Migration20261203000000_audit_events', class: Migration20261203000000_audit_events },
 ];
 
 const ormOptions = {

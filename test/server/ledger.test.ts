@@ -430,6 +430,7 @@ describe('the schema\'s CHECK constraints', () => {
                            block_number, block_hash, status, credits_millicredits, transaction_id)
        values (8453, ${more.txHash ?? "'0x' || repeat('c', 64)"}, ${more.logIndex ?? -1}, 'ck-user', '', '${more.symbol ?? 'ETH'}', '',
                ${more.raw ?? '1'}, 1, 'h', '${more.status ?? 'PENDING'}', ${more.credits ?? 0}, ${more.txn ?? 'null'})`;
+  const auditEvent = (action: string) => `insert into audit_events (actor, action, subject) values ('ck', '${action}', 'user:ck-user')`;
   const CHECKS: { name: string; accepts: string[]; refuses: string[] }[] = [
     {
       name: 'deposit_address_counter_single_row',
@@ -461,6 +462,12 @@ describe('the schema\'s CHECK constraints', () => {
       refuses: [deposit({ status: 'LOST' }), deposit({ status: 'pending' })],
     },
     { name: 'deposits_credits_nonnegative', accepts: [deposit({ credits: 0 })], refuses: [deposit({ credits: -1 })] },
+    {
+      name: 'audit_events_action_known',
+      accepts: ['SetPlan', 'SetEntitlement', 'CreatePromoCode', 'DisablePromoCode', 'Grant', 'Refund', 'RunDailyTopUp'].map(auditEvent),
+      // VerifyLedger changes nothing and is only logged; an action's spelling is exact.
+      refuses: [auditEvent('VerifyLedger'), auditEvent('setplan'), auditEvent('')],
+    },
     {
       name: 'deposits_credited_has_transaction',
       accepts: [deposit({ status: 'CREDITED', txn: '9000000000000000000' })],

@@ -93,5 +93,23 @@ export function decodeReplay<R>(kind: ReplayKind<R>, stored: unknown): R {
   }
   const parsed = kind.schema.safeParse(stored);
   if (!parsed.success) throw new Error(`idempotency record is not a valid ${kind.kind}: ${parsed.error.message}`);
-  return parsed.data;
+  return markReplayed(parsed.data);
+}
+
+/**
+ * Results that are replays of an earlier call, not new work: every decoded record, and
+ * whatever a rule marks (an identical CreatePromoCode). Weak, so it holds nothing alive; the
+ * handler asks (wasReplayed) and tells the access log, and a rule does not audit a replay.
+ */
+const REPLAYED = new WeakSet<object>();
+
+/** Marks a result as the replay of an earlier call; returns it. */
+export function markReplayed<R>(result: R): R {
+  if (typeof result === 'object' && result !== null) REPLAYED.add(result);
+  return result;
+}
+
+/** True when the result was replayed (decodeReplay or markReplayed), not newly made. */
+export function wasReplayed(result: unknown): boolean {
+  return typeof result === 'object' && result !== null && REPLAYED.has(result);
 }

@@ -1,13 +1,16 @@
 // Promo codes: create, read, list, disable, and redeem once per user within the code's
 // cap and expiry. A redemption is one ledger transaction (kernel/unit-of-work.ts) that also counts
-// the redemption on the code's row and records it in promo_redemptions.
+// the redemption on the code's row and records it in promo_redemptions. Creating and
+// disabling a code are audited (audit/audit.ts) in the transaction that writes the code.
 import { BillingError, invalidField } from '../../domain/errors.js';
 import { cutPage, pageCodec } from '../../domain/paging.js';
 import { pageSize as pageSizeOf } from '../../domain/request.js';
 import { sqlState, type SqlSession } from '../../storage/database.js';
+import { type Audit, auditEvent, type AuditEvent, type AuditState, AuditTrail } from '../audit/audit.js';
 import { creditDecision, TRANSACTION_RESULT } from '../kernel/credit.js';
 import { requestHash } from '../kernel/idempotency-sql.js';
 import { SYSTEM_PROMO } from '../kernel/names.js';
+import { markReplayed } from '../kernel/replay.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
 import type { TransactionResult } from '../kernel/views.js';
 import {
@@ -18,6 +21,7 @@ import {
   insertPromoCode,
   insertRedemption,
   listPromoCodes,
+  lockPromoCode,
   type PromoCodeRow,
 } from './sql.js';
 
@@ -104,19 +108,44 @@ function alreadyRedeemed(code: string): BillingError {
   });
 }
 
+/** A code's terms as audited. */
+function promoState(row: PromoCodeRow): AuditState {
+  return {
+    code: row.code,
+    amountMillicredits: row.amountMillicredits.toString(),
+    maxRedemptions: row.maxRedemptions.toString(),
+    expiresAt: row.expiresAtMs === undefined ? null : new Date(row.expiresAtMs).toISOString(),
+    disabled: row.disabled,
+  };
+}
+
 export class Promos {
-  constructor(private readonly kernel: Kernel) {}
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly trail: AuditTrail = new AuditTrail(),
+  ) {}
 
   /**
    * Creates a code. Creating an identical code again returns it (a retried call
-   * succeeds); a different code under the same name is PROMO_CODE_EXISTS.
+   * succeeds, as a replay: not audited again); a different code under the same name is
+   * PROMO_CODE_EXISTS.
    */
-  async create(input: CreatePromoInput, nowMs: number = Date.now()): Promise<PromoCodeView> {
+  async create(input: CreatePromoInput, audit?: Audit, nowMs: number = Date.now()): Promise<PromoCodeView> {
     const wanted = newPromo(input, nowMs);
-    const created = await insertPromoCode(this.kernel.db, wanted);
-    if (created) return promoCodeView(created);
+    const created = await this.kernel.db.transaction(async (s) => {
+      const row = await insertPromoCode(s, wanted);
+      if (!row) return undefined;
+      if (!audit) return { row, event: undefined };
+      const event = auditEvent(audit, 'CreatePromoCode', { kind: 'promo', code: row.code }, null, promoState(row));
+      await this.trail.record(s, event);
+      return { row, event };
+    });
+    if (created) {
+      if (created.event) this.trail.published(created.event);
+      return promoCodeView(created.row);
+    }
     const existing = await findPromoCode(this.kernel.db, wanted.code);
-    if (existing && sameTerms(existing, wanted)) return promoCodeView(existing);
+    if (existing && sameTerms(existing, wanted)) return markReplayed(promoCodeView(existing));
     throw new BillingError('PROMO_CODE_EXISTS', `promo code ${wanted.code} already exists with other terms`, {
       field: 'code',
       subject: wanted.code,
@@ -138,11 +167,25 @@ export class Promos {
     return { promoCodes: page.map(promoCodeView), nextPageToken };
   }
 
-  /** Disables a code; disabling it again changes nothing. Past redemptions stand. */
-  async disable(code: string): Promise<PromoCodeView> {
+  /**
+   * Disables a code; disabling it again changes nothing (audited all the same, before equal
+   * to after: someone asked). Past redemptions stand.
+   */
+  async disable(code: string, audit?: Audit): Promise<PromoCodeView> {
     const normalised = normalCode(code);
-    const disabled = await disablePromoCode(this.kernel.db, normalised);
+    let event: AuditEvent | undefined;
+    const disabled = await this.kernel.db.transaction(async (s) => {
+      const before = await lockPromoCode(s, normalised);
+      if (!before) return undefined;
+      const after = await disablePromoCode(s, normalised);
+      if (after && audit) {
+        event = auditEvent(audit, 'DisablePromoCode', { kind: 'promo', code: normalised }, promoState(before), promoState(after));
+        await this.trail.record(s, event);
+      }
+      return after;
+    });
     if (!disabled) throw notFound(normalised);
+    if (event) this.trail.published(event);
     return promoCodeView(disabled);
   }
 

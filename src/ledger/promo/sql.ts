@@ -84,6 +84,12 @@ export async function listPromoCodes(s: Query, options: { afterCode?: string; li
   return rows.map(mapPromo);
 }
 
+/** A code under its row lock, for the rest of the transaction; undefined when there is no such code. */
+export async function lockPromoCode(s: Query, code: string): Promise<PromoCodeRow | undefined> {
+  const rows = await s.query(`select ${PROMO_COLUMNS} from promo_codes where code = $1 for update`, [code]);
+  return rows[0] ? mapPromo(rows[0]) : undefined;
+}
+
 /** Disables a code (again, harmlessly); undefined when there is no such code. */
 export async function disablePromoCode(s: Query, code: string): Promise<PromoCodeRow | undefined> {
   const rows = await s.query(`update promo_codes set disabled = true where code = $1 returning ${PROMO_COLUMNS}`, [code]);

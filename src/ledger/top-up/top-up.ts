@@ -1,14 +1,16 @@
 // The daily free top-up: every FREE account below the target (5 credits by default) is
 // raised to it, at most once per user per UTC day. Set-based, a batch of accounts per
 // statement, two batches at a time on PostgreSQL; re-runs, overlapping runs and replicas
-// are harmless (see sql.ts).
+// are harmless (see sql.ts). A run through the API is audited: each batch that tops
+// accounts up writes its audit row in its own transaction, and the run's event is logged.
 import type { Catalogue } from '../../domain/catalogue.js';
 import { invalidField } from '../../domain/errors.js';
 import { unchecked } from '../../domain/request.js';
-import { JobProgress } from '../../jobs/progress.js';
 import type { Database } from '../../storage/database.js';
+import { JobProgress } from '../../jobs/progress.js';
+import { type Audit, auditEvent, AuditTrail } from '../audit/audit.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
-import { topUpBatch, topUpCandidates, topUpWindow } from './sql.js';
+import { topUpBatch, type TopUpBatchInput, type TopUpBatchResult, topUpCandidates, topUpWindow } from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
 /** Batches written at once on PostgreSQL, each on a connection of its own (PGlite has one). */
@@ -28,6 +30,8 @@ export interface TopUpOptions {
   readonly batchSize?: number;
   /** Batches written at once, each on its own pooled connection (default 2; 1 on PGlite). */
   readonly connections?: number;
+  /** Where audited runs are recorded (default: rows only, no log). */
+  readonly trail?: AuditTrail;
   /** Where runs report their progress (default: tracked, not logged). */
   readonly progress?: JobProgress;
 }
@@ -59,6 +63,7 @@ export function checkTopUpDate(date: string, now: Date = new Date(), field = 'da
 export class DailyTopUps {
   private readonly batchSize: number;
   private readonly connections: number;
+  private readonly trail: AuditTrail;
   private readonly progress: JobProgress;
 
   constructor(
@@ -66,9 +71,10 @@ export class DailyTopUps {
     private readonly catalogue: Catalogue,
     options: TopUpOptions = {},
   ) {
-    this.progress = options.progress ?? new JobProgress();
     this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
+    this.trail = options.trail ?? new AuditTrail();
+    this.progress = options.progress ?? new JobProgress();
     this.connections = options.connections ?? (db.kind === 'pglite' ? 1 : TOP_UP_CONNECTIONS_DEFAULT);
     if (!Number.isInteger(this.connections) || this.connections < 1 || this.connections > 16) {
       throw new RangeError('connections must be an integer in [1, 16]');
@@ -81,9 +87,11 @@ export class DailyTopUps {
    * window is written as one batch, and `connections` batches are written at once (their
    * windows are disjoint, so they never wait for each other's locks). A failed batch stops
    * the run once the batches already under way have ended, and the error is thrown:
-   * committed batches stay, and a re-run tops up the rest.
+   * committed batches stay, and a re-run tops up the rest. With an `audit`, each batch that
+   * tops accounts up records it in audit_events in its own transaction, and the run's
+   * event (complete or not) is published at the end.
    */
-  async run(date: string, now: Date = new Date()): Promise<TopUpResult> {
+  async run(date: string, audit?: Audit, now: Date = new Date()): Promise<TopUpResult> {
     const day = checkTopUpDate(date, now);
     const targetMillicredits = this.catalogue.dailyTopUpTargetMillicredits;
     const total: TopUpResult = { accountsToppedUp: 0n, totalMillicredits: 0n };
@@ -108,15 +116,18 @@ export class DailyTopUps {
     const writer = async (): Promise<void> => {
       try {
         for (let window = await nextWindow(); window !== undefined; window = await nextWindow()) {
-          const batch = await topUpBatch(this.db, {
-            day,
-            targetMillicredits,
-            afterUserId: window.afterUserId,
-            upToUserId: window.upToUserId,
-            source: SYSTEM_DAILY_TOP_UP,
-            idempotencyKey: `daily-top-up:${day}`,
-            reason: 'daily free top-up',
-          });
+          const batch = await this.batch(
+            {
+              day,
+              targetMillicredits,
+              afterUserId: window.afterUserId,
+              upToUserId: window.upToUserId,
+              source: SYSTEM_DAILY_TOP_UP,
+              idempotencyKey: `daily-top-up:${day}`,
+              reason: 'daily free top-up',
+            },
+            audit,
+          );
           total.accountsToppedUp += batch.accountsToppedUp;
           total.totalMillicredits += batch.totalMillicredits;
           progress.advance(window.candidates);
@@ -127,13 +138,35 @@ export class DailyTopUps {
       }
     };
     const outcomes = await Promise.allSettled(Array.from({ length: this.connections }, writer));
-    for (const outcome of outcomes) {
-      if (outcome.status === 'rejected') {
-        progress.fail();
-        throw outcome.reason;
-      }
+    const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+    if (audit) {
+      const after = { day, accountsToppedUp: total.accountsToppedUp.toString(), totalMillicredits: total.totalMillicredits.toString(), complete: !failure };
+      this.trail.published(auditEvent(audit, 'RunDailyTopUp', { kind: 'day', day }, null, after));
+    }
+    if (failure) {
+      progress.fail();
+      throw failure.reason;
     }
     progress.finish({ accountsToppedUp: total.accountsToppedUp.toString(), millicredits: total.totalMillicredits.toString() });
     return total;
+  }
+
+  /** One batch: a single statement, or with an audit a transaction that also records what it did. */
+  private async batch(input: TopUpBatchInput, audit: Audit | undefined): Promise<TopUpBatchResult> {
+    if (!audit) return topUpBatch(this.db, input);
+    return this.db.transaction(async (s) => {
+      const batch = await topUpBatch(s, input);
+      if (batch.accountsToppedUp > 0n) {
+        const after = {
+          day: input.day,
+          accountsToppedUp: batch.accountsToppedUp.toString(),
+          totalMillicredits: batch.totalMillicredits.toString(),
+          afterUserId: input.afterUserId,
+          upToUserId: input.upToUserId,
+        };
+        await this.trail.record(s, auditEvent(audit, 'RunDailyTopUp', { kind: 'day', day: input.day }, null, after));
+      }
+      return batch;
+    });
   }
 }
