@@ -12,6 +12,7 @@ import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js';
 import { deadlineInterceptor } from './rpc/deadline.js';
+import { tracingInterceptor } from './rpc/tracing.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
@@ -67,7 +68,9 @@ export function readContract(): ContractRules {
  * in-process service tests (test/support/services.ts) use this one list.
  */
 export function interceptors(config: Config, log: Logger, metrics: Metrics, contract: ContractRules): Interceptor[] {
-  return [metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits), deadlineInterceptor];
+  // Tracing is outermost, so every other interceptor (and the access log) runs inside the call's span; absent when off.
+  const tracing = config.tracing ? [tracingInterceptor()] : [];
+  return [...tracing, metrics.interceptor, errorInterceptor(log), authInterceptor(config.tokens, contract.scopes), limitsInterceptor(contract.limits), deadlineInterceptor];
 }
 
 export async function build(config: Config, options: BuildOptions = {}): Promise<App> {

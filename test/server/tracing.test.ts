@@ -1,0 +1,93 @@
+// Tracing (src/telemetry.ts, src/rpc/tracing.ts): in this process with the SDK's in-memory
+// exporter, a call's server span continues the caller's traceparent, its database work
+// shows as pg spans under it, and an error sets its status; as a real process, the spans
+// reach an OTLP/HTTP receiver started by the test.
+import { spans, tracing } from '../support/tracing-memory.js';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { Code } from '@connectrpc/connect';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import { failure, useTestApp } from '../support/app.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { ServiceProcesses } from '../support/process.js';
+
+afterAll(async () => {
+  await tracing.shutdown();
+});
+
+const CHARGE = 'billing.v1.BillingService/Charge';
+
+function traceparent(): { header: string; traceId: string; parentSpanId: string } {
+  const traceId = randomBytes(16).toString('hex');
+  const parentSpanId = randomBytes(8).toString('hex');
+  return { header: `00-${traceId}-${parentSpanId}-01`, traceId, parentSpanId };
+}
+
+/** Every span whose ancestors (within the exported spans) include `root`. */
+function descendants(all: readonly ReadableSpan[], root: ReadableSpan): ReadableSpan[] {
+  const ids = new Set([root.spanContext().spanId]);
+  const found: ReadableSpan[] = [];
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const s of all) {
+      const parent = s.parentSpanContext?.spanId;
+      if (parent && ids.has(parent) && !ids.has(s.spanContext().spanId)) {
+        ids.add(s.spanContext().spanId);
+        found.push(s);
+        grew = true;
+      }
+    }
+  }
+  return found;
+}
+
+function callSpan(traceId: string, name: string): ReadableSpan {
+  const found = spans.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId && s.name === name);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+}
+
+describe('in process, in-memory exporter', () => {
+  const t = useTestApp({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1' } });
+
+  it('a Charge is a server span continuing the traceparent, with pg spans under it', async () => {
+    const tp = traceparent();
+    const userId = `trace-${randomBytes(4).toString('hex')}`;
+    const headers = { traceparent: tp.header };
+    await t.billing.grant({ userId, idempotencyKey: 'g', grant: { case: 'amountMillicredits', value: 10_000n }, reason: 'trace' }, { headers });
+    await t.billing.charge({ userId, idempotencyKey: 'c', product: 'muse', usage: { case: 'amountMillicredits', value: 1_500n } }, { headers });
+    const span = callSpan(tp.traceId, CHARGE);
+    expect(span.kind).toBe(SpanKind.SERVER);
+    expect(span.parentSpanContext?.spanId).toBe(tp.parentSpanId);
+    expect(span.attributes).toMatchObject({ 'rpc.system': 'connect_rpc', 'rpc.service': 'billing.v1.BillingService', 'rpc.method': 'Charge', 'rpc.grpc.status_code': 0 });
+    expect(span.status.code).toBe(SpanStatusCode.UNSET);
+    const below = descendants(spans.getFinishedSpans(), span);
+    const pg = below.filter((s) => s.instrumentationScope.name.includes('pg'));
+    expect(pg.length, `spans under the call: ${below.map((s) => s.name).join(', ')}`).toBeGreaterThan(0);
+    expect(pg.every((s) => s.spanContext().traceId === tp.traceId && s.kind === SpanKind.CLIENT)).toBe(true);
+  });
+
+  it('a refused call sets the span status to ERROR with its code', async () => {
+    const tp = traceparent();
+    const { error } = await failure(
+      t.billing.charge({ userId: `poor-${randomBytes(4).toString('hex')}`, idempotencyKey: 'c', product: 'muse', usage: { case: 'amountMillicredits', value: 1_500n } }, { headers: { traceparent: tp.header } }),
+    );
+    expect(error.code).toBe(Code.FailedPrecondition);
+    const span = callSpan(tp.traceId, CHARGE);
+    expect(span.status).toEqual({ code: SpanStatusCode.ERROR, message: 'failed_precondition' });
+    expect(span.attributes['rpc.grpc.status_code']).toBe(Code.FailedPrecondition);
+  });
+
+  it('without a traceparent the call starts a trace of its own', async () => {
+    const before = new Set(spans.getFinishedSpans().map((s) => s.spanContext().spanId));
+    await t.billing.getBalance({ userId: 'nobody' });
+    const fresh = spans.getFinishedSpans().filter((s) => !before.has(s.spanContext().spanId) && s.name === 'billing.v1.BillingService/GetBalance');
+    expect(fresh).toHaveLength(1);
+    expect(fresh[0]!.parentSpanContext).toBeUndefined();
+  });
+});
