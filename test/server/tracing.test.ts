@@ -91,3 +91,55 @@ describe('in process, in-memory exporter', () => {
     expect(fresh[0]!.parentSpanContext).toBeUndefined();
   });
 });
+
+/** An OTLP/HTTP receiver: keeps every trace export's body (protobuf) and answers 200. */
+async function receiver(): Promise<{ url: string; bodies: Buffer[]; close(): Promise<void> }> {
+  const bodies: Buffer[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') bodies.push(Buffer.concat(chunks));
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, bodies, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}
+
+// The exports are protobuf: a span's name and trace id appear in it as their bytes. Enough
+// to see that the call's span and a pg span of the same trace arrived.
+describe.each([
+  ['tsx (npm run dev)', ['--import', 'tsx', 'src/main.ts']],
+  ['compiled (npm start)', ['dist/src/main.js']],
+])('as a process, %s, to an OTLP receiver', (_label, args) => {
+  const processes = new ServiceProcesses();
+  let database: TestDatabase | undefined;
+  let otlp: Awaited<ReturnType<typeof receiver>> | undefined;
+  afterAll(async () => {
+    await processes.killAll();
+    await otlp?.close();
+    await database?.drop();
+  });
+
+  it('exports the RPC span and its pg spans', async () => {
+    if (args[0] === 'dist/src/main.js') await import('node:child_process').then(({ execFileSync }) => execFileSync('npm', ['run', 'build'], { stdio: 'ignore' }));
+    database = await createTestDatabase();
+    otlp = await receiver();
+    const s = await processes.start('traced', { DATABASE_URL: database.url, BILLING_DATA_DIR: 'memory://', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: '100' }, 90_000, args);
+    const billing = createClient(BillingService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${s.port}` }));
+    const tp = traceparent();
+    const headers = { traceparent: tp.header };
+    await billing.grant({ userId: 'p', idempotencyKey: 'g', grant: { case: 'amountMillicredits', value: 5_000n }, reason: 'trace' }, { headers });
+    await billing.charge({ userId: 'p', idempotencyKey: 'c', product: 'muse', usage: { case: 'amountMillicredits', value: 1_000n } }, { headers });
+    const traceId = Buffer.from(tp.traceId, 'hex');
+    const seen = () => Buffer.concat(otlp!.bodies);
+    // Spans are exported in batches every 100 ms: wait for both to arrive (the test's timeout bounds this).
+    while (!(seen().includes(CHARGE) && seen().includes('pg.query'))) await new Promise((resolve) => setTimeout(resolve, 50));
+    const all = seen();
+    expect(all.includes(traceId)).toBe(true);
+    expect(all.includes(Buffer.from('service.name'))).toBe(true);
+    expect(all.includes(Buffer.from('billing'))).toBe(true);
+  });
+});
