@@ -143,3 +143,32 @@ describe.each([
     expect(all.includes(Buffer.from('billing'))).toBe(true);
   });
 });
+
+describe('batched units (one lane, many concurrent charges)', () => {
+  const t = useTestApp({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', LEDGER_BATCH_LANES: '1', DATABASE_WORK_MAX: '1000' } });
+
+  it('each batch has its own span, under its first call and linked with every call it carries', async () => {
+    const calls = Array.from({ length: 40 }, (_, i) => ({ userId: `batch-${randomBytes(4).toString('hex')}-${i}`, tp: traceparent() }));
+    await Promise.all(calls.map((c) => t.billing.grant({ userId: c.userId, idempotencyKey: 'g', grant: { case: 'amountMillicredits', value: 5_000n }, reason: 'trace' })));
+    await Promise.all(
+      calls.map((c) => t.billing.charge({ userId: c.userId, idempotencyKey: 'c', product: 'muse', usage: { case: 'amountMillicredits', value: 1_000n } }, { headers: { traceparent: c.tp.header } })),
+    );
+    const all = spans.getFinishedSpans();
+    const byId = new Map(all.map((s) => [s.spanContext().spanId, s]));
+    const batches = all.filter((s) => s.name === 'ledger.batch');
+    const carried = batches.filter((b) => calls.some((c) => b.spanContext().traceId === c.tp.traceId));
+    expect(Math.max(...carried.map((b) => Number(b.attributes['billing.batch.units']))), 'no batch carried more than one unit').toBeGreaterThan(1);
+    for (const c of calls) {
+      const call = callSpan(c.tp.traceId, CHARGE);
+      // Its batch: a child of its span, or one its span links to, that links back to it.
+      const batch = batches.find((b) => b.parentSpanContext?.spanId === call.spanContext().spanId) ?? byId.get(call.links.find((l) => byId.get(l.context.spanId)?.name === 'ledger.batch')?.context.spanId ?? '');
+      expect(batch, `the batch of ${c.userId}`).toBeDefined();
+      expect(batch!.links.map((l) => l.context.spanId)).toContain(call.spanContext().spanId);
+      // A batch's pg spans are under the batch span, never directly under another call's span.
+      expect(descendants(all, batch!).some((s) => s.instrumentationScope.name.includes('pg'))).toBe(true);
+      for (const child of all.filter((s) => s.parentSpanContext?.spanId === call.spanContext().spanId)) {
+        if (child.instrumentationScope.name.includes('pg')) expect.fail(`a pg span directly under ${c.userId}'s Charge: ${child.name}`);
+      }
+    }
+  });
+});
