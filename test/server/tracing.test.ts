@@ -13,6 +13,10 @@ import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { failure, useTestApp } from '../support/app.js';
+import { loadConfig } from '../../src/config.js';
+import { interceptors, readContract } from '../../src/app.js';
+import { createMetrics } from '../../src/rpc/metrics.js';
+import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { ServiceProcesses } from '../support/process.js';
 
@@ -170,5 +174,25 @@ describe('batched units (one lane, many concurrent charges)', () => {
         if (child.instrumentationScope.name.includes('pg')) expect.fail(`a pg span directly under ${c.userId}'s Charge: ${child.name}`);
       }
     }
+  });
+});
+
+describe('configuration', () => {
+  const env = { BILLING_DATA_DIR: 'memory://' };
+  const chain = (config: ReturnType<typeof loadConfig>) => interceptors(config, pino({ level: 'silent' }), createMetrics(), readContract()).length;
+
+  it('is off without an endpoint or with OTEL_SDK_DISABLED=true: no tracing interceptor', () => {
+    const off = loadConfig(env);
+    const disabled = loadConfig({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SDK_DISABLED: 'true' });
+    const on = loadConfig({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_SERVICE_NAME: 'billing-eu' });
+    expect(off.tracing).toBeUndefined();
+    expect(disabled.tracing).toBeUndefined();
+    expect(on.tracing).toEqual({ serviceName: 'billing-eu' });
+    expect(chain(on)).toBe(chain(off) + 1);
+    expect(loadConfig({ ...env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otel.example/v1/traces' }).tracing).toEqual({ serviceName: 'billing' });
+  });
+
+  it('refuses an endpoint that is not an http(s) URL, naming the variable', () => {
+    expect(() => loadConfig({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: 'localhost:4317' })).toThrow(/OTEL_EXPORTER_OTLP_ENDPOINT: must be an http:\/\/ or https:\/\/ URL/);
   });
 });
