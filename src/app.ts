@@ -16,6 +16,7 @@ import { authInterceptor, scopeTable, type ScopeTable } from './rpc/auth.js';
 import { errorInterceptor } from './rpc/errors.js';
 import { type LimitTable, limitsInterceptor, limitTable } from './rpc/limits.js';
 import { deadlineInterceptor } from './rpc/deadline.js';
+import { tracingInterceptor } from './rpc/tracing.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
@@ -77,7 +78,10 @@ export function readContract(): ContractRules {
  * outside the error interceptor, so they record the same code.
  */
 export function interceptors(config: Config, log: Logger, metrics: Metrics, contract: ContractRules): Interceptor[] {
+  // Tracing is outermost, so every other interceptor (and the access log) runs inside the call's span; absent when off.
+  const tracing = config.tracing ? [tracingInterceptor()] : [];
   return [
+    ...tracing,
     accessLogInterceptor(log),
     metrics.interceptor,
     errorInterceptor(log),

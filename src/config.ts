@@ -81,6 +81,8 @@ export interface Config {
   /** Timeouts and caps on connections and calls (README, Configuration). */
   readonly server: ServerLimits;
   readonly wallet: WalletConfig;
+  /** OpenTelemetry tracing, when an OTLP endpoint is configured (src/telemetry.ts). */
+  readonly tracing?: TracingConfig;
 }
 
 /** A chain to watch: its RPC URL is set. */
@@ -224,6 +226,12 @@ const envSchema = z.object({
   CONNECTIONS_MAX: z.coerce.number().int().min(1).max(1_000_000).default(4_096),
   CALLS_IN_FLIGHT_MAX: z.coerce.number().int().min(1).max(1_000_000).default(1_024),
   SHUTDOWN_GRACE_MS: milliseconds.default(10_000),
+  // OpenTelemetry's own variables (the SDK reads the rest of OTEL_* itself): tracing is on
+  // only when an OTLP endpoint is set, and OTEL_SDK_DISABLED=true turns it off regardless.
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).max(200).default('billing'),
+  OTEL_SDK_DISABLED: z.enum(['true', 'false', 'TRUE', 'FALSE', '']).optional(),
 }).refine((e) => e.REQUEST_HEADERS_TIMEOUT_MS <= e.REQUEST_TIMEOUT_MS, {
   path: ['REQUEST_HEADERS_TIMEOUT_MS'],
   message: 'must not be above REQUEST_TIMEOUT_MS',
@@ -602,6 +610,11 @@ function loadWallet(
 }
 
 /** Reads the whole configuration; throws ConfigError listing every problem at once. */
+export interface TracingConfig {
+  /** The resource's service.name (OTEL_SERVICE_NAME). */
+  readonly serviceName: string;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const problems: string[] = [];
   const parsedEnv = envSchema.safeParse(env);
@@ -658,5 +671,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     }),
     wallet,
+    ...(tracingOn(e) ? { tracing: Object.freeze({ serviceName: e.OTEL_SERVICE_NAME }) } : {}),
   });
+}
+
+/** Tracing is on when an OTLP endpoint is set (general or for traces) and the SDK is not disabled. */
+function tracingOn(e: z.infer<typeof envSchema>): boolean {
+  const endpoint = e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? e.OTEL_EXPORTER_OTLP_ENDPOINT;
+  return endpoint !== undefined && e.OTEL_SDK_DISABLED?.toLowerCase() !== 'true';
 }

@@ -1,8 +1,8 @@
 // The service process: read configuration, open the database (migrating it), serve, and
 // shut down gracefully on SIGTERM or SIGINT.
-import { build } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
+import { startTracing } from './telemetry.js';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -19,6 +19,10 @@ async function main(): Promise<void> {
       'generated a new wallet seed: back this file up now (offline); it is the only key to the funds users deposit',
     );
   }
+  // Tracing starts before the app is imported: the pg instrumentation patches pg as it is
+  // loaded, and the app's import loads it (through MikroORM). A static import would load it first.
+  const tracing = config.tracing ? await startTracing(config.tracing) : undefined;
+  const { build } = await import('./app.js');
   const app = await build(config, { log });
   log.info(
     {
@@ -26,6 +30,7 @@ async function main(): Promise<void> {
       host: config.host,
       metricsPort: config.metricsPort,
       database: app.db.kind,
+      tracing: config.tracing ? config.tracing.serviceName : 'off',
       catalogue: config.catalogue.name,
       wallet: app.wallet.enabled
         ? { keys: config.wallet.keys?.source, chains: app.wallet.watchers.map((w) => w.name) }
@@ -38,7 +43,10 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    app.close().then(
+    app
+      .close()
+      .then(() => tracing?.shutdown())
+      .then(
       () => process.exit(0),
       (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');

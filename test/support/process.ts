@@ -4,6 +4,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
+/** Node's arguments for the TypeScript entry point; the compiled one is ['dist/src/main.js'] (after a build). */
+const TSX_MAIN: readonly string[] = ['--import', 'tsx', 'src/main.ts'];
 
 export interface ServiceProcess {
   readonly label: string;
@@ -27,8 +29,8 @@ export class ServiceProcesses {
    * Spawns the service with only PATH from this environment, PORT and METRICS_PORT 0
    * unless `env` says otherwise.
    */
-  spawn(label: string, env: Record<string, string>): ServiceProcess {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  spawn(label: string, env: Record<string, string>, args: readonly string[] = TSX_MAIN): ServiceProcess {
+    const child = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', PORT: '0', METRICS_PORT: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -45,8 +47,8 @@ export class ServiceProcesses {
   }
 
   /** Spawns the service and waits for its "listening" log line (info level); throws with its output if it exits first. */
-  async start(label: string, env: Record<string, string>, timeoutMs = 60_000): Promise<RunningService> {
-    const proc = this.spawn(label, env);
+  async start(label: string, env: Record<string, string>, timeoutMs = 60_000, args: readonly string[] = TSX_MAIN): Promise<RunningService> {
+    const proc = this.spawn(label, env, args);
     const started = Date.now();
     for (;;) {
       const match = /"port":(\d+).*"billing service listening"/.exec(proc.output());

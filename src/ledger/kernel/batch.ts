@@ -24,6 +24,14 @@
 // batch is in the database, the units that arrive queue for the next. Accounts map to
 // lanes by a hash of the user id, so one account is only ever in one batch at a time, and
 // the lanes run their batches in parallel.
+//
+// Tracing: a lane's loop runs in the async context of whichever call found it idle, so the
+// database spans of later batches (other calls' units, maybe after that call has ended)
+// would hang under that call's span. Each batch instead gets its own span, `ledger.batch`,
+// a child of the span of its first unit's call and linked to the span of every unit's call;
+// each other call's span links back to it. A batch of one (the usual case at low load)
+// thus sits under its own call. With tracing off these are the API's no-op spans.
+import { context, type Context, type Link, SpanStatusCode, trace } from '@opentelemetry/api';
 import { BillingError } from '../../domain/errors.js';
 import { DeadlineExceededError, deadlineAt, deadlinePassed, earliestDeadline, withDeadlineAt } from '../../domain/deadline.js';
 import { type Database, sqlState, type SqlSession } from '../../storage/database.js';
@@ -58,6 +66,8 @@ interface Waiting {
   unit: Unit;
   /** The call's deadline (performance.now() instant), if it has one. */
   deadlineAt: number | undefined;
+  /** The call's tracing context (its span), where the unit was queued. */
+  context: Context;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
@@ -72,6 +82,7 @@ export interface BatchOptions {
 }
 
 export const BATCH_LANES_DEFAULT = 4;
+const tracer = trace.getTracer('billing-ledger');
 export const BATCH_UNITS_MAX_DEFAULT = 128;
 
 /** Per-lane queues of units and the loop that runs them as batches. */
@@ -93,7 +104,7 @@ export class Batches {
   run(unit: Unit): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const lane = this.lanes[laneOf(unit.userId, this.lanes.length)]!;
-      lane.queue.push({ unit, deadlineAt: deadlineAt(), resolve, reject });
+      lane.queue.push({ unit, deadlineAt: deadlineAt(), context: context.active(), resolve, reject });
       if (!lane.running) void this.drain(lane);
     });
   }
@@ -119,6 +130,22 @@ export class Batches {
       return false;
     });
     if (live.length === 0) return;
+    const first = live[0]!;
+    const links = live.flatMap((w): Link[] => {
+      const linked = trace.getSpanContext(w.context);
+      return linked && trace.isSpanContextValid(linked) ? [{ context: linked }] : [];
+    });
+    const span = tracer.startSpan('ledger.batch', { attributes: { 'billing.batch.units': live.length }, links }, first.context);
+    for (const w of live.slice(1)) trace.getSpan(w.context)?.addLink({ context: span.spanContext() });
+    try {
+      await context.with(trace.setSpan(first.context, span), () => this.runLive(live));
+    } finally {
+      span.end();
+    }
+  }
+
+  /** Runs the batch's live units (their deadlines not passed), inside the batch's span. */
+  private async runLive(live: Waiting[]): Promise<void> {
     this.stats.batches += 1;
     this.stats.units += live.length;
     this.stats.largest = Math.max(this.stats.largest, live.length);
@@ -128,6 +155,7 @@ export class Batches {
     try {
       outcomes = await withDeadlineAt(earliest, () => this.db.transaction((s) => this.decideAll(s, live.map((w) => w.unit))));
     } catch (error) {
+      trace.getActiveSpan()?.setStatus({ code: SpanStatusCode.ERROR, message: 'the batch failed' });
       if (live.length > 1) {
         // One unit's fault is its own: each runs again alone, in arrival order.
         this.stats.rerunAlone += live.length;
