@@ -15,6 +15,7 @@ import { deadlineInterceptor } from './rpc/deadline.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
+import { createServiceMetrics } from './service-metrics.js';
 import { Admission, admitted, defaultWorkMax } from './storage/admission.js';
 import { type Database, databaseSettings, openDatabase } from './storage/database.js';
 import { Wallet } from './wallet/wallet.js';
@@ -81,9 +82,12 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
-  const ledger = createLedger(db, config.catalogue, config.batching);
-  const { holds, topUps } = ledger;
   const metrics = createMetrics();
+  // Money, holds, replays, jobs, VerifyLedger and early refusals, in the same registry.
+  const serviceMetrics = createServiceMetrics(metrics.registry);
+  const ledger = createLedger(db, config.catalogue, config.batching, serviceMetrics.ledger);
+  const { holds, topUps } = ledger;
+  serviceMetrics.watchHolds(() => holds.totals());
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);
   await wallet.checkKeys();
   await wallet.prepare();
@@ -94,13 +98,14 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     timeoutMsMax: TIMEOUT_MS_MAX,
     limits: config.server,
     interceptors: interceptors(config, log, metrics, contract),
-    routes: routes({ ledger, wallet, probe: () => db.ping() }),
+    routes: routes({ ledger, wallet, probe: () => db.ping(), jobs: serviceMetrics.jobs }),
+    onRefused: serviceMetrics.refused,
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)
     ? [
-        scheduleHoldSweeper(holds, config.holdSweepSchedule, log),
-        scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log),
+        scheduleHoldSweeper(holds, config.holdSweepSchedule, log, serviceMetrics.jobs),
+        scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log, serviceMetrics.jobs),
       ]
     : [];
   if (options.depositPolling ?? options.jobs ?? true) wallet.start();

@@ -18,7 +18,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
-import { createHandler } from './rpc/handler.js';
+import { createHandler, type RefusedBeforeHandler } from './rpc/handler.js';
 
 /** Bounds on connections and calls; src/config.ts reads them from the environment. */
 export interface ServerLimits {
@@ -48,6 +48,8 @@ export interface ServerOptions {
   readonly limits: ServerLimits;
   readonly interceptors: Interceptor[];
   readonly routes: (router: ConnectRouter) => void;
+  /** Told of each request or connection refused before any handler saw it (app.ts counts them). */
+  readonly onRefused?: (reason: RefusedBeforeHandler) => void;
 }
 
 export interface RunningServer {
@@ -82,8 +84,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     requestBytesMax: options.requestBytesMax,
     timeoutMsMax: options.timeoutMsMax,
     shutdownSignal: shutdown.signal,
+    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
   });
-  const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler);
+  const refused = options.onRefused ?? (() => {});
+  const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler, refused);
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, calls.serve);
   const h1 = http.createServer(
@@ -110,15 +114,16 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // A connection accepted before close() but told apart only after it.
     if (shutdown.signal.aborted) drain(session);
   });
-  h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs));
+  h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs, refused));
   // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
   const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
+    routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs, refused);
   });
   // Past the cap Node closes each new connection as it is accepted.
   tcp.maxConnections = limits.connectionsMax;
+  tcp.on('drop', () => refused('connections_max'));
   await new Promise<void>((resolve, reject) => {
     tcp.once('error', reject);
     tcp.listen(options.port, options.host, () => resolve());
@@ -151,12 +156,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
  * Counts calls in flight and refuses those past the cap before reading them; during
  * shutdown every HTTP/1.1 response closes its connection.
  */
-function callGate(callsMax: number, shutdown: AbortSignal, handler: (req: NodeRequest, res: NodeResponse) => void) {
+function callGate(
+  callsMax: number,
+  shutdown: AbortSignal,
+  handler: (req: NodeRequest, res: NodeResponse) => void,
+  refused: (reason: RefusedBeforeHandler) => void,
+) {
   let inFlight = 0;
   const h1Responses = new Set<http.ServerResponse>();
   return {
     serve(req: NodeRequest, res: NodeResponse): void {
-      if (inFlight >= callsMax) return refuse(req, res);
+      if (inFlight >= callsMax) {
+        refused('calls_in_flight_max');
+        return refuse(req, res);
+      }
       inFlight += 1;
       let done = false;
       res.once('close', () => {
@@ -251,10 +264,13 @@ function drain(session: http2.ServerHttp2Session): void {
  * requestMs after the stream opened. The stream's 'end' comes once the handler has read the
  * whole body, which it does before any work, so a call being worked on is never cut off.
  */
-function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): void {
+function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number, refused: (reason: RefusedBeforeHandler) => void): void {
   if (stream.endAfterHeaders) return;
   const timer = setTimeout(() => {
-    if (!stream.destroyed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (!stream.destroyed && !stream.readableEnded) {
+      refused('request_timeout');
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
   }, requestMs);
   stream.once('end', () => clearTimeout(timer));
   stream.once('close', () => clearTimeout(timer));
@@ -265,9 +281,18 @@ function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): v
  * them back and hands the socket itself on. The socket stays paused from then on until its
  * server reads it: bytes that come meanwhile wait in its buffer behind the ones put back.
  */
-function routeConnection(socket: net.Socket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
+function routeConnection(
+  socket: net.Socket,
+  h1: http.Server,
+  h2: http2.Http2Server,
+  firstBytesMs: number,
+  refused: (reason: RefusedBeforeHandler) => void,
+): void {
   let head: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), firstBytesMs);
+  const timer = setTimeout(() => {
+    refused('first_bytes_timeout');
+    socket.destroy();
+  }, firstBytesMs);
   socket.once('close', () => clearTimeout(timer));
   const onData = (chunk: Buffer) => {
     head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);

@@ -9,6 +9,7 @@ import { History } from './history/history.js';
 import { Holds } from './holds/holds.js';
 import { holdsFacet } from './holds/sql.js';
 import type { BatchOptions } from './kernel/batch.js';
+import { type LedgerObserver, tell } from './kernel/observer.js';
 import { Kernel } from './kernel/unit-of-work.js';
 import { Plans } from './plans/plans.js';
 import { Promos } from './promo/promo.js';
@@ -28,10 +29,11 @@ export interface Ledger {
   verify(): Promise<LedgerReport>;
 }
 
-export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}): Ledger {
+/** `observer` hears what committed, what was replayed and what VerifyLedger found (app.ts counts them in the metrics). */
+export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}, observer: LedgerObserver = {}): Ledger {
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
-  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
+  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching, observer);
   return {
     catalogue,
     kernel,
@@ -41,7 +43,11 @@ export function createLedger(db: Database, catalogue: Catalogue, batching: Parti
     history: new History(kernel),
     plans: new Plans(kernel),
     promos: new Promos(kernel),
-    topUps: new DailyTopUps(db, catalogue),
-    verify: () => verifyLedger(db),
+    topUps: new DailyTopUps(db, catalogue, { observer }),
+    verify: async () => {
+      const report = await verifyLedger(db);
+      tell(() => observer.verified?.(report.ok, report.violations.length));
+      return report;
+    },
   };
 }

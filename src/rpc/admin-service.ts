@@ -1,10 +1,13 @@
 // billing.v1.AdminService handlers: translate requests to operations and results back.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
+import { type JobRecorder, UNRECORDED } from '../jobs/recorder.js';
 import type { Ledger } from '../ledger/ledger.js';
+import { checkTopUpDate } from '../ledger/top-up/top-up.js';
 import { balanceToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
 
-export function adminService({ plans, promos, topUps, verify }: Ledger): Partial<ServiceImpl<typeof AdminService>> {
+/** `jobs` records RunDailyTopUp as a run of the daily_top_up job, triggered over the API. */
+export function adminService({ plans, promos, topUps, verify }: Ledger, jobs: JobRecorder = UNRECORDED): Partial<ServiceImpl<typeof AdminService>> {
   return {
     async setPlan(req) {
       return { balance: balanceToProto(await plans.setPlan(req.userId, planFromProto(req.plan))) };
@@ -33,7 +36,9 @@ export function adminService({ plans, promos, topUps, verify }: Ledger): Partial
       return { promoCode: promoCodeToProto(await promos.disable(req.code)) };
     },
     async runDailyTopUp(req) {
-      return await topUps.run(req.date);
+      // A refused date is a refused call, not a failed run of the job.
+      checkTopUpDate(req.date);
+      return await jobs.run('daily_top_up', 'rpc', () => topUps.run(req.date));
     },
     async verifyLedger() {
       return ledgerReportToProto(await verify());

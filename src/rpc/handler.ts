@@ -49,7 +49,16 @@ export interface HandlerOptions {
   /** Longest deadline honoured, in milliseconds; longer ones are lowered to it. */
   readonly timeoutMsMax: number;
   readonly shutdownSignal: AbortSignal;
+  /** Told of each request refused before any handler saw it (no such procedure). */
+  readonly onRefused?: (reason: RefusedBeforeHandler) => void;
 }
+
+/**
+ * Why a request or connection was refused before it reached a handler and the
+ * interceptors (a request that does not decode or is too large does reach them, as its
+ * error): no such path, past the calls or connections in flight, or too slow to arrive.
+ */
+export type RefusedBeforeHandler = 'unknown_path' | 'calls_in_flight_max' | 'connections_max' | 'first_bytes_timeout' | 'request_timeout';
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -111,6 +120,7 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
   return (req, res) => {
     const handler = paths.get(req.url?.split('?', 2)[0] ?? '');
     if (!handler) {
+      options.onRefused?.('unknown_path');
       (res as http.ServerResponse).writeHead(404).end();
       return;
     }

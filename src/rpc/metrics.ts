@@ -1,6 +1,7 @@
 // Prometheus metrics: per-procedure call counts by code and latency, plus process metrics.
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { Interceptor } from '@connectrpc/connect';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { codeName } from './codes.js';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -30,7 +31,7 @@ export function createMetrics(): Metrics {
     try {
       return await next(req);
     } catch (error) {
-      code = Code[error instanceof ConnectError ? error.code : Code.Internal] ?? 'unknown';
+      code = codeName(error);
       throw error;
     } finally {
       end();

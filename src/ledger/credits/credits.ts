@@ -38,7 +38,7 @@ export class Credits {
     // A grant of a SKU is explained by the SKU; an explicit amount needs a reason.
     if (sku === '' && reason === '') throw invalidField('reason', 'is required');
     const hash = requestHash('Grant', [sku, amount, reason, reference, metadata]);
-    return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (_s, account) =>
+    return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Grant' }, async (_s, account) =>
       creditDecision(this.kernel.catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, {
         userId,
         product: '',
@@ -64,7 +64,7 @@ export class Credits {
     const { userId, idempotencyKey, reason } = input;
     const requested = input.amountMillicredits;
     const hash = requestHash('Refund', [input.transactionId, requested, reason]);
-    return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    return this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Refund' }, async (s, account) => {
       const found = await findChargeForRefund(s, userId, input.transactionId);
       const facts = { field: 'transaction_id', subject: input.transactionId };
       if (!found) throw new BillingError('TRANSACTION_NOT_FOUND', `transaction ${input.transactionId} not found for this user`, facts);

@@ -7,6 +7,7 @@ import { invalidField } from '../../domain/errors.js';
 import { unchecked } from '../../domain/request.js';
 import type { Database } from '../../storage/database.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
+import { type LedgerObserver, tell } from '../kernel/observer.js';
 import { topUpBatch, topUpWindow } from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
@@ -27,6 +28,8 @@ export interface TopUpOptions {
   readonly batchSize?: number;
   /** Batches written at once, each on its own pooled connection (default 2; 1 on PGlite). */
   readonly connections?: number;
+  /** Hears of each batch's top-ups once it has committed. */
+  readonly observer?: LedgerObserver;
 }
 
 /** The UTC calendar day of an instant, "YYYY-MM-DD". */
@@ -56,12 +59,14 @@ export function checkTopUpDate(date: string, now: Date = new Date(), field = 'da
 export class DailyTopUps {
   private readonly batchSize: number;
   private readonly connections: number;
+  private readonly observer: LedgerObserver;
 
   constructor(
     private readonly db: Database,
     private readonly catalogue: Catalogue,
     options: TopUpOptions = {},
   ) {
+    this.observer = options.observer ?? {};
     this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
     this.connections = options.connections ?? (db.kind === 'pglite' ? 1 : TOP_UP_CONNECTIONS_DEFAULT);
@@ -110,6 +115,9 @@ export class DailyTopUps {
           });
           total.accountsToppedUp += batch.accountsToppedUp;
           total.totalMillicredits += batch.totalMillicredits;
+          // Each batch is its own committed statement (sql.ts).
+          const moved = { type: 'DAILY_TOP_UP', product: '', transactions: Number(batch.accountsToppedUp), millicredits: batch.totalMillicredits } as const;
+          if (moved.transactions > 0) tell(() => this.observer.committed?.([moved]));
         }
       } catch (error) {
         failed = true;
