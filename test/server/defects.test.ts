@@ -226,7 +226,7 @@ describe('Connect JSON decoding', () => {
     expect(garbage.json.code).toBe('invalid_argument');
     expect(jsonDetail(garbage.json)).toMatchObject({ reason: 'ERROR_REASON_MALFORMED_REQUEST' });
     const metrics = await t.app.metrics.registry.metrics();
-    const counted = /billing_rpc_calls_total\{procedure="billing\.v1\.BillingService\/Charge",code="InvalidArgument"\} (\d+)/.exec(metrics);
+    const counted = /billing_rpc_calls_total\{procedure="billing\.v1\.BillingService\/Charge",code="invalid_argument"\} (\d+)/.exec(metrics);
     expect(Number(counted?.[1])).toBeGreaterThanOrEqual(cases.length + 2);
     const rows = await t.app.db.query("select 1 from user_accounts where user_id = 'dec'");
     expect(rows).toHaveLength(0);
