@@ -3,7 +3,9 @@
 // a replayed grant, a refund, a promo redemption, a hold captured and one left open, a
 // top-up run over the API, VerifyLedger), /metrics shows the exact milli-credits moved per
 // type and product, the exact replays, the holds, the jobs and the verdict; a request that
-// does not decode, an oversized one and an unknown path are counted too.
+// does not decode, an oversized one and an unknown path are counted too. Then the ledger's
+// observer on its own: a batch that rolls back and runs its units again alone, a refusal
+// after statements and duplicates in one batch are each told once, after their commit.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,11 @@ import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { Plan } from '../../gen/billing/v1/types_pb.js';
 import { type App, build } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { BillingError } from '../../src/domain/errors.js';
+import { creditDecision, TRANSACTION_RESULT } from '../../src/ledger/kernel/credit.js';
+import { SYSTEM_GRANTS } from '../../src/ledger/kernel/names.js';
+import type { LedgerObserver, MoneyMoved } from '../../src/ledger/kernel/observer.js';
+import { createLedger } from '../../src/ledger/ledger.js';
 import { type Database, databaseSettings, openDatabase } from '../../src/storage/database.js';
 import { awayFromUtcMidnight, failure, key } from '../support/app.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -194,5 +201,64 @@ describe('money metrics', () => {
     expect(value(text, `${charge},code="ok"}`)).toBe(3);
     expect(value(text, 'billing_rpc_calls_total{procedure="billing.v1.BillingService/Grant",code="resource_exhausted"}')).toBe(1);
     expect(value(text, 'billing_rpc_refused_total{reason="unknown_path"}')).toBe(1);
+  });
+});
+
+describe('the ledger observer', () => {
+  /** A ledger on one lane (so units batch) whose observer writes down what it is told. */
+  function observed() {
+    const moved: MoneyMoved[] = [];
+    const replayed: string[] = [];
+    const observer: LedgerObserver = { committed: (m) => moved.push(...m), replayed: (operation) => replayed.push(operation) };
+    const ledger = createLedger(db, app.config.catalogue, { lanes: 1 }, observer);
+    const total = () => moved.reduce((sum, m) => sum + m.millicredits, 0n);
+    const count = () => moved.reduce((sum, m) => sum + m.transactions, 0);
+    return { ledger, moved, replayed, total, count };
+  }
+  const grantUnit = (o: ReturnType<typeof observed>, userId: string, key: string, amount: bigint, fault?: 'database' | 'refuse') =>
+    o.ledger.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h', operation: 'Grant' }, async (s, account) => {
+      if (fault === 'database') await s.query('select 1 / 0');
+      if (fault === 'refuse') {
+        await s.query('select 1');
+        throw new BillingError('INSUFFICIENT_BALANCE', 'refused on purpose');
+      }
+      return creditDecision(app.config.catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey: key, metadata: {} });
+    });
+
+  it('hears of a rolled-back batch only from the units that committed when run again alone', async () => {
+    const o = observed();
+    const settled = await Promise.allSettled([
+      grantUnit(o, 'obs-a', 'g1', 100n),
+      grantUnit(o, 'obs-b', 'g1', 200n),
+      grantUnit(o, 'obs-a', 'g2', 400n, 'database'),
+      grantUnit(o, 'obs-c', 'g1', 800n),
+    ]);
+    expect(settled.map((x) => x.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(o.ledger.kernel.batchStats.rerunAlone).toBeGreaterThan(0);
+    expect([o.total(), o.count()]).toEqual([1_100n, 3]);
+    expect(o.moved.every((m) => m.type === 'GRANT' && m.product === '')).toBe(true);
+  });
+
+  it('hears nothing of a unit refused after statements of its own, and of the others once', async () => {
+    const o = observed();
+    const settled = await Promise.allSettled([grantUnit(o, 'obs-r', 'x', 10n), grantUnit(o, 'obs-r', 'y', 20n, 'refuse'), grantUnit(o, 'obs-r', 'z', 40n)]);
+    expect(settled.map((x) => x.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(o.ledger.kernel.batchStats.rerunAlone).toBe(0);
+    expect([o.total(), o.count()]).toEqual([50n, 2]);
+  });
+
+  it('hears of duplicates in one batch as one transaction and the rest as replays; a reused key is neither', async () => {
+    const o = observed();
+    await grantUnit(o, 'obs-dup', 'fund', 1_000n);
+    const charge = (key: string, amount: bigint) =>
+      o.ledger.charges.charge({ userId: 'obs-dup', idempotencyKey: key, product: 'studio', usage: { kind: 'amount', amountMillicredits: amount }, allowPartial: false, reference: '', metadata: {} });
+    await Promise.all(Array.from({ length: 6 }, () => charge('same', 100n)));
+    const reused = await Promise.allSettled([charge('same', 101n)]);
+    expect(reused[0]!.status).toBe('rejected');
+    expect(o.moved).toEqual([
+      { type: 'GRANT', product: '', transactions: 1, millicredits: 1_000n },
+      { type: 'CHARGE', product: 'studio', transactions: 1, millicredits: 100n },
+    ]);
+    expect(o.replayed).toEqual(Array(5).fill('Charge'));
   });
 });
