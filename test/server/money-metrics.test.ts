@@ -6,8 +6,9 @@
 // does not decode, an oversized one and an unknown path are counted too. Then the ledger's
 // observer on its own: a batch that rolls back and runs its units again alone, a refusal
 // after statements and duplicates in one batch are each told once, after their commit.
+// Last the server's refusal callback: past the calls in flight, and a silent connection.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Client, createClient } from '@connectrpc/connect';
@@ -24,6 +25,9 @@ import { creditDecision, TRANSACTION_RESULT } from '../../src/ledger/kernel/cred
 import { SYSTEM_GRANTS } from '../../src/ledger/kernel/names.js';
 import type { LedgerObserver, MoneyMoved } from '../../src/ledger/kernel/observer.js';
 import { createLedger } from '../../src/ledger/ledger.js';
+import type { RefusedBeforeHandler } from '../../src/rpc/handler.js';
+import { registerHealth } from '../../src/rpc/health.js';
+import { startServer } from '../../src/server.js';
 import { type Database, databaseSettings, openDatabase } from '../../src/storage/database.js';
 import { awayFromUtcMidnight, failure, key } from '../support/app.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -260,5 +264,58 @@ describe('the ledger observer', () => {
       { type: 'CHARGE', product: 'studio', transactions: 1, millicredits: 100n },
     ]);
     expect(o.replayed).toEqual(Array(5).fill('Charge'));
+  });
+});
+
+describe("the server's refusals before the handler", () => {
+  it('tell the callback once per call past the cap and per connection that sent nothing in time', async () => {
+    const reasons: RefusedBeforeHandler[] = [];
+    const server = await startServer({
+      port: 0,
+      host: '127.0.0.1',
+      requestBytesMax: 4096,
+      timeoutMsMax: 60_000,
+      limits: {
+        firstBytesTimeoutMs: 300,
+        idleTimeoutMs: 30_000,
+        headersTimeoutMs: 30_000,
+        requestTimeoutMs: 30_000,
+        connectionsMax: 100,
+        callsInFlightMax: 1,
+        shutdownGraceMs: 100,
+      },
+      interceptors: [],
+      routes: (router) => registerHealth(router, async () => true, []),
+      onRefused: (reason) => reasons.push(reason),
+    });
+    const sockets: net.Socket[] = [];
+    const connect = () =>
+      new Promise<net.Socket>((resolve) => {
+        const socket = net.connect(server.port, '127.0.0.1', () => resolve(socket));
+        socket.on('error', () => {});
+        sockets.push(socket);
+      });
+    try {
+      // One call in flight: its body never comes.
+      const held = await connect();
+      held.write('POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n');
+      // The next is refused unread. Calls go out on fresh connections until one is refused
+      // (the held call may be parsed after the first of them): those before are answered.
+      let answer = '';
+      for (let i = 0; i < 50 && !answer.startsWith('HTTP/1.1 503 '); i += 1) {
+        const next = await connect();
+        const answered = new Promise<string>((resolve) => next.once('data', (d: Buffer) => resolve(d.toString())));
+        next.write('POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}');
+        answer = await answered;
+      }
+      expect(answer).toMatch(/^HTTP\/1.1 503 /);
+      // A connection that sends nothing is closed after firstBytesTimeoutMs.
+      const silent = await connect();
+      await new Promise((resolve) => silent.once('close', resolve));
+      expect(reasons.sort()).toEqual(['calls_in_flight_max', 'first_bytes_timeout']);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.close(100);
+    }
   });
 });
