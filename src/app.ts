@@ -20,6 +20,7 @@ import { tracingInterceptor } from './rpc/tracing.js';
 import { createMetrics, type Metrics } from './rpc/metrics.js';
 import { routes, SCOPED_SERVICES } from './rpc/routes.js';
 import { type RunningServer, startServer } from './server.js';
+import { createServiceMetrics } from './service-metrics.js';
 import { Admission, admitted, defaultWorkMax } from './storage/admission.js';
 import { type Database, databaseSettings, openDatabase } from './storage/database.js';
 import { Wallet } from './wallet/wallet.js';
@@ -102,12 +103,16 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     (await openDatabase({ ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}), ...databaseSettings(config), dataDir: config.dataDir }));
   // Everything below reaches the database through one admission bound; past it, work is refused as OVERLOADED.
   const db = admitted(opened, new Admission(config.databaseWorkMax ?? (await defaultWorkMax(opened))));
+  const metrics = createMetrics();
+  // Money, holds, replays, jobs, VerifyLedger and early refusals, in the same registry.
+  const serviceMetrics = createServiceMetrics(metrics.registry);
   const ledger = createLedger(db, config.catalogue, config.batching, {
     auditSink: logAuditEvents(log),
     progress: new JobProgress({ log, intervalMs: config.progressIntervalMs }),
+    observer: serviceMetrics.ledger,
   });
   const { holds, topUps } = ledger;
-  const metrics = createMetrics();
+  serviceMetrics.watchHolds(() => holds.totals());
   const wallet = new Wallet(ledger.kernel, config.wallet, log, metrics.registry);
   await wallet.checkKeys();
   await wallet.prepare();
@@ -118,14 +123,15 @@ export async function build(config: Config, options: BuildOptions = {}): Promise
     timeoutMsMax: TIMEOUT_MS_MAX,
     limits: config.server,
     interceptors: interceptors(config, log, metrics, contract),
-    routes: routes({ ledger, wallet, probe: () => db.ping() }),
+    routes: routes({ ledger, wallet, probe: () => db.ping(), jobs: serviceMetrics.jobs }),
+    onRefused: serviceMetrics.refused,
     ...(config.tls ? { tls: { ...config.tls, log } } : {}),
   });
   // Jobs run on every replica: both are safe to overlap (row locks and unique keys).
   const jobs = (options.jobs ?? true)
     ? [
-        scheduleHoldSweeper(holds, config.holdSweepSchedule, log),
-        scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log),
+        scheduleHoldSweeper(holds, config.holdSweepSchedule, log, serviceMetrics.jobs),
+        scheduleDailyTopUp(topUps, config.dailyTopUpSchedule, log, serviceMetrics.jobs),
       ]
     : [];
   if (options.depositPolling ?? options.jobs ?? true) wallet.start();

@@ -31,7 +31,7 @@ import { type ConnectRouter, createContextValues, type Interceptor } from '@conn
 import type { Logger } from 'pino';
 import type { TlsFiles } from './config.js';
 import { certificateName, PEER_CERTIFICATE_NAME } from './rpc/auth.js';
-import { createHandler } from './rpc/handler.js';
+import { createHandler, type RefusedBeforeHandler } from './rpc/handler.js';
 
 /** Bounds on connections and calls; src/config.ts reads them from the environment. */
 export interface ServerLimits {
@@ -63,6 +63,8 @@ export interface ServerOptions {
   readonly routes: (router: ConnectRouter) => void;
   /** TLS on the port; undefined: plaintext. */
   readonly tls?: TlsOptions;
+  /** Told of each request or connection refused before any handler saw it (app.ts counts them). */
+  readonly onRefused?: (reason: RefusedBeforeHandler) => void;
 }
 
 export interface TlsOptions extends TlsFiles {
@@ -116,8 +118,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           },
         }
       : {}),
+    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
   });
-  const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler);
+  const refused = options.onRefused ?? (() => {});
+  const calls = callGate(limits.callsInFlightMax, shutdown.signal, handler, refused);
   // Bounds per connection: 32 MB of session memory, 256 calls in flight.
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxConcurrentStreams: STREAMS_PER_CONNECTION_MAX } }, calls.serve);
   const h1 = http.createServer(
@@ -144,7 +148,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // A connection accepted before close() but told apart only after it.
     if (shutdown.signal.aborted) drain(session);
   });
-  h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs));
+  h2.on('stream', (stream) => boundRequestTime(stream, limits.requestTimeoutMs, refused));
   const track = (socket: net.Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -154,16 +158,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     track(socket);
     if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
     else if (socket.alpnProtocol === 'http/1.1') h1.emit('connection', socket);
-    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
+    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs, refused);
   });
   // noDelay: small gRPC frames must not wait for Nagle + delayed ACK (~40 ms a call).
   const tcp = net.createServer({ noDelay: true, keepAlive: true }, (socket) => {
     track(socket);
     if (secure) secure.server.emit('connection', socket);
-    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs);
+    else routeConnection(socket, h1, h2, limits.firstBytesTimeoutMs, refused);
   });
   // Past the cap Node closes each new connection as it is accepted.
   tcp.maxConnections = limits.connectionsMax;
+  tcp.on('drop', () => refused('connections_max'));
   try {
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', reject);
@@ -202,12 +207,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
  * Counts calls in flight and refuses those past the cap before reading them; during
  * shutdown every HTTP/1.1 response closes its connection.
  */
-function callGate(callsMax: number, shutdown: AbortSignal, handler: (req: NodeRequest, res: NodeResponse) => void) {
+function callGate(
+  callsMax: number,
+  shutdown: AbortSignal,
+  handler: (req: NodeRequest, res: NodeResponse) => void,
+  refused: (reason: RefusedBeforeHandler) => void,
+) {
   let inFlight = 0;
   const h1Responses = new Set<http.ServerResponse>();
   return {
     serve(req: NodeRequest, res: NodeResponse): void {
-      if (inFlight >= callsMax) return refuse(req, res);
+      if (inFlight >= callsMax) {
+        refused('calls_in_flight_max');
+        return refuse(req, res);
+      }
       inFlight += 1;
       let done = false;
       res.once('close', () => {
@@ -302,10 +315,13 @@ function drain(session: http2.ServerHttp2Session): void {
  * requestMs after the stream opened. The stream's 'end' comes once the handler has read the
  * whole body, which it does before any work, so a call being worked on is never cut off.
  */
-function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): void {
+function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number, refused: (reason: RefusedBeforeHandler) => void): void {
   if (stream.endAfterHeaders) return;
   const timer = setTimeout(() => {
-    if (!stream.destroyed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (!stream.destroyed && !stream.readableEnded) {
+      refused('request_timeout');
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }
   }, requestMs);
   stream.once('end', () => clearTimeout(timer));
   stream.once('close', () => clearTimeout(timer));
@@ -316,9 +332,18 @@ function boundRequestTime(stream: http2.ServerHttp2Stream, requestMs: number): v
  * them back and hands the socket itself on. The socket stays paused from then on until its
  * server reads it: bytes that come meanwhile wait in its buffer behind the ones put back.
  */
-function routeConnection(socket: net.Socket | tls.TLSSocket, h1: http.Server, h2: http2.Http2Server, firstBytesMs: number): void {
+function routeConnection(
+  socket: net.Socket | tls.TLSSocket,
+  h1: http.Server,
+  h2: http2.Http2Server,
+  firstBytesMs: number,
+  refused: (reason: RefusedBeforeHandler) => void,
+): void {
   let head: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), firstBytesMs);
+  const timer = setTimeout(() => {
+    refused('first_bytes_timeout');
+    socket.destroy();
+  }, firstBytesMs);
   socket.once('close', () => clearTimeout(timer));
   const onData = (chunk: Buffer) => {
     head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);

@@ -4,6 +4,7 @@
 import cron from 'node-cron';
 import type { Logger } from 'pino';
 import { type TopUpResult, utcDay } from '../ledger/top-up/top-up.js';
+import { type JobRecorder, UNRECORDED } from './recorder.js';
 
 export interface TopUpRunner {
   run(date: string): Promise<TopUpResult>;
@@ -25,14 +26,14 @@ export function checkSchedule(schedule: string): string {
  * tick comes (a slow database) is not stacked: the tick is skipped. Failures are logged;
  * the next tick, a re-run or RunDailyTopUp picks up where it stopped.
  */
-export function scheduleDailyTopUp(topUps: TopUpRunner, schedule: string, log: Logger): ScheduledJob {
+export function scheduleDailyTopUp(topUps: TopUpRunner, schedule: string, log: Logger, recorder: JobRecorder = UNRECORDED): ScheduledJob {
   const task = cron.schedule(
     checkSchedule(schedule),
     async (context) => {
       const day = utcDay(context.date);
       const started = Date.now();
       try {
-        const result = await topUps.run(day);
+        const result = await recorder.run('daily_top_up', 'schedule', () => topUps.run(day));
         log.info(
           { day, accounts: result.accountsToppedUp.toString(), millicredits: result.totalMillicredits.toString(), ms: Date.now() - started },
           'daily top-up done',

@@ -4,17 +4,18 @@
 import cron from 'node-cron';
 import type { Logger } from 'pino';
 import type { Holds } from '../ledger/holds/holds.js';
+import { type JobRecorder, UNRECORDED } from './recorder.js';
 
 export interface Job {
   stop(): void;
 }
 
-export function scheduleHoldSweeper(holds: Holds, schedule: string, log: Logger): Job {
+export function scheduleHoldSweeper(holds: Holds, schedule: string, log: Logger, recorder: JobRecorder = UNRECORDED): Job {
   const task = cron.schedule(
     schedule,
     async () => {
       try {
-        const swept = await holds.sweep();
+        const swept = await recorder.run('hold_sweeper', 'schedule', () => holds.sweep());
         if (swept > 0) log.info({ accounts: swept }, 'expired holds released');
       } catch (error) {
         log.error({ err: error }, 'hold sweep failed');

@@ -11,6 +11,7 @@ import { History } from './history/history.js';
 import { Holds } from './holds/holds.js';
 import { holdsFacet } from './holds/sql.js';
 import type { BatchOptions } from './kernel/batch.js';
+import { type LedgerObserver, tell } from './kernel/observer.js';
 import { Kernel } from './kernel/unit-of-work.js';
 import { Plans } from './plans/plans.js';
 import { Promos } from './promo/promo.js';
@@ -39,13 +40,16 @@ export interface LedgerServices {
   readonly auditSink?: AuditSink;
   /** Where the long jobs report progress; default: tracked for GetJobProgress but not logged. */
   readonly progress?: JobProgress;
+  /** Hears what committed, what was replayed and what VerifyLedger found (app.ts counts them in the metrics). */
+  readonly observer?: LedgerObserver;
 }
 
 export function createLedger(db: Database, catalogue: Catalogue, batching: Partial<BatchOptions> = {}, services: LedgerServices = {}): Ledger {
   const progress = services.progress ?? new JobProgress();
+  const observer = services.observer ?? {};
   // Holds net out what expired, free operations read what is left today: the account as
   // every rule sees it (kernel/account-sql.ts).
-  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching);
+  const kernel = new Kernel(db, catalogue, [holdsFacet, freeOperationsFacet(catalogue.dailyFreePerDay)], batching, observer);
   const trail = new AuditTrail(services.auditSink);
   return {
     catalogue,
@@ -56,10 +60,11 @@ export function createLedger(db: Database, catalogue: Catalogue, batching: Parti
     history: new History(kernel),
     plans: new Plans(kernel, trail),
     promos: new Promos(kernel, trail),
-    topUps: new DailyTopUps(db, catalogue, { trail, progress }),
+    topUps: new DailyTopUps(db, catalogue, { trail, progress, observer }),
     progress,
     verify: async (audit) => {
       const report = await verifyLedger(db, progress);
+      tell(() => observer.verified?.(report.ok, report.violations.length));
       if (audit) {
         const after = {
           ok: report.ok,

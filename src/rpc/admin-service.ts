@@ -3,11 +3,14 @@
 // trail explicitly; the reads (GetPromoCode, ListPromoCodes) are not audited.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
+import { type JobRecorder, UNRECORDED } from '../jobs/recorder.js';
 import type { Ledger } from '../ledger/ledger.js';
+import { checkTopUpDate } from '../ledger/top-up/top-up.js';
 import { auditOf, noteReplay } from './call-facts.js';
 import { balanceToProto, jobProgressToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
 
-export function adminService({ plans, promos, topUps, verify, progress }: Ledger): Partial<ServiceImpl<typeof AdminService>> {
+/** `jobs` records RunDailyTopUp as a run of the daily_top_up job, triggered over the API. */
+export function adminService({ plans, promos, topUps, verify, progress }: Ledger, jobs: JobRecorder = UNRECORDED): Partial<ServiceImpl<typeof AdminService>> {
   return {
     async setPlan(req, context) {
       return { balance: balanceToProto(await plans.setPlan(req.userId, planFromProto(req.plan), auditOf(context.values))) };
@@ -37,7 +40,9 @@ export function adminService({ plans, promos, topUps, verify, progress }: Ledger
       return { promoCode: promoCodeToProto(await promos.disable(req.code, auditOf(context.values))) };
     },
     async runDailyTopUp(req, context) {
-      return await topUps.run(req.date, auditOf(context.values));
+      // A refused date is a refused call, not a failed run of the job.
+      checkTopUpDate(req.date);
+      return await jobs.run('daily_top_up', 'rpc', () => topUps.run(req.date, auditOf(context.values)));
     },
     async verifyLedger(_req, context) {
       return ledgerReportToProto(await verify(auditOf(context.values)));

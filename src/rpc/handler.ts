@@ -51,7 +51,16 @@ export interface HandlerOptions {
   readonly shutdownSignal: AbortSignal;
   /** The context values a call starts with (src/server.ts: the client certificate's name). */
   readonly contextValues?: (req: NodeRequest) => ContextValues;
+  /** Told of each request refused before any handler saw it (no such procedure). */
+  readonly onRefused?: (reason: RefusedBeforeHandler) => void;
 }
+
+/**
+ * Why a request or connection was refused before it reached a handler and the
+ * interceptors (a request that does not decode or is too large does reach them, as its
+ * error): no such path, past the calls or connections in flight, or too slow to arrive.
+ */
+export type RefusedBeforeHandler = 'unknown_path' | 'calls_in_flight_max' | 'connections_max' | 'first_bytes_timeout' | 'request_timeout';
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -113,6 +122,7 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
   return (req, res) => {
     const handler = paths.get(req.url?.split('?', 2)[0] ?? '');
     if (!handler) {
+      options.onRefused?.('unknown_path');
       (res as http.ServerResponse).writeHead(404).end();
       return;
     }

@@ -7,6 +7,7 @@ import { file_billing_v1_wallet_service, WalletService } from '../../gen/billing
 import { file_grpc_reflection_v1_reflection } from '../../gen/grpc/reflection/v1/reflection_pb.js';
 import { file_grpc_reflection_v1alpha_reflection } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { file_health_v1_health } from '../../gen/health/v1/health_pb.js';
+import type { JobRecorder } from '../jobs/recorder.js';
 import type { Ledger } from '../ledger/ledger.js';
 import type { Wallet } from '../wallet/wallet.js';
 import { adminService } from './admin-service.js';
@@ -20,6 +21,8 @@ export interface RouteDeps {
   readonly wallet: Wallet;
   /** True while the database answers. */
   readonly probe: () => Promise<boolean>;
+  /** Records the jobs an operator runs over the API (RunDailyTopUp). */
+  readonly jobs?: JobRecorder;
 }
 
 /** The services whose methods need a scope (read from their options, rpc/auth.ts). */
@@ -28,7 +31,7 @@ export const SCOPED_SERVICES = [BillingService, AdminService, WalletService] as 
 export function routes(deps: RouteDeps): (router: ConnectRouter) => void {
   return (router) => {
     router.service(BillingService, billingService(deps.ledger));
-    router.service(AdminService, adminService(deps.ledger));
+    router.service(AdminService, adminService(deps.ledger, deps.jobs));
     router.service(WalletService, walletService(deps.wallet));
     registerHealth(router, deps.probe, [BillingService.typeName, AdminService.typeName, WalletService.typeName]);
     registerReflection(router, [

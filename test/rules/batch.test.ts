@@ -203,7 +203,7 @@ describe('one unit of a batch', () => {
     const l = ledger();
     const k = l.kernel;
     const post = (userId: string, key: string, fault: boolean) =>
-      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h' }, async (s, account) => {
+      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h', operation: 'Test' }, async (s, account) => {
         if (fault) await s.query('select 1 / 0');
         return creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 100n, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey: key, metadata: {} });
       });
@@ -224,7 +224,7 @@ describe('one unit of a batch', () => {
     const l = ledger();
     const k = l.kernel;
     const post = (userId: string, key: string, refuse: boolean) =>
-      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h' }, async (s, account) => {
+      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h', operation: 'Test' }, async (s, account) => {
         await s.query(`insert into promo_codes (code, amount_millicredits, max_redemptions) values ($1, 1, 1)`, [`TRACE-${userId}-${key}`.toUpperCase()]);
         if (refuse) throw new BillingError('INSUFFICIENT_BALANCE', 'refused on purpose');
         return creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 100n, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey: key, metadata: {} });
@@ -243,7 +243,7 @@ describe('one unit of a batch', () => {
     const l = ledger();
     const k = l.kernel;
     const post = (userId: string, key: string, reference: boolean) =>
-      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h' }, async (_s, account) => ({
+      k.post(TRANSACTION_RESULT, { userId, idempotencyKey: key, requestHash: 'h', operation: 'Test' }, async (_s, account) => ({
         ...creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 100n, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey: key, metadata: {} }),
         ...(reference
           ? { afterWrite: async (s: { query: Database['query'] }, id: string) => void (await s.query(`insert into promo_codes (code, amount_millicredits) values ($1, 1)`, [`AW-${id}`])) }
@@ -272,7 +272,7 @@ describe('one unit of a batch', () => {
     const l = ledger();
     await grant(l, 'late', 1000n);
     // A slow first unit holds the lane; the short-deadline charge queues behind it.
-    const slow = l.kernel.post(TRANSACTION_RESULT, { userId: 'late-slow', idempotencyKey: 's', requestHash: 'h' }, async (s, account) => {
+    const slow = l.kernel.post(TRANSACTION_RESULT, { userId: 'late-slow', idempotencyKey: 's', requestHash: 'h', operation: 'Test' }, async (s, account) => {
       await s.query('select pg_sleep(0.3)');
       return creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 1n, { userId: 'late-slow', product: '', operation: '', reference: '', reason: 'r', idempotencyKey: 's', metadata: {} });
     });

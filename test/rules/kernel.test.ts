@@ -39,7 +39,7 @@ async function written(userId: string): Promise<string> {
 
 function grantOf(kernel: Kernel, amount: bigint) {
   return (idempotencyKey: string, userId: string) =>
-    kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: requestHash('Grant', ['', amount]) }, async (_s, account) =>
+    kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: requestHash('Grant', ['', amount]), operation: 'Test' }, async (_s, account) =>
       creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, { userId, product: '', operation: '', reference: '', reason: 'r', idempotencyKey, metadata: {} }),
     );
 }
@@ -49,7 +49,7 @@ describe('Kernel.post', () => {
 
   it('refuses a decision whose postings do not sum to zero, and writes nothing', async () => {
     const k = kernel();
-    const attempt = k.post(TRANSACTION_RESULT, { userId: 'k-unbalanced', idempotencyKey: 'a', requestHash: 'h' }, async (_s, account) => {
+    const attempt = k.post(TRANSACTION_RESULT, { userId: 'k-unbalanced', idempotencyKey: 'a', requestHash: 'h', operation: 'Test' }, async (_s, account) => {
       const decision = creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 500n, {
         userId: 'k-unbalanced', product: '', operation: '', reference: '', reason: 'r', idempotencyKey: 'a', metadata: {},
       });
@@ -64,7 +64,7 @@ describe('Kernel.post', () => {
     const k = kernel();
     let runs = 0;
     const post = (hash: string) =>
-      k.post(TRANSACTION_RESULT, { userId: 'k-replay', idempotencyKey: 'same', requestHash: hash }, async (_s, account) => {
+      k.post(TRANSACTION_RESULT, { userId: 'k-replay', idempotencyKey: 'same', requestHash: hash, operation: 'Test' }, async (_s, account) => {
         runs += 1;
         return creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 700n, {
           userId: 'k-replay', product: '', operation: '', reference: '', reason: 'r', idempotencyKey: 'same', metadata: {},
@@ -85,7 +85,7 @@ describe('Kernel.post', () => {
     const k = kernel();
     let refuse = true;
     const post = () =>
-      k.post(TRANSACTION_RESULT, { userId: 'k-refused', idempotencyKey: 'once', requestHash: 'h' }, async (_s, account) => {
+      k.post(TRANSACTION_RESULT, { userId: 'k-refused', idempotencyKey: 'once', requestHash: 'h', operation: 'Test' }, async (_s, account) => {
         if (refuse) throw new BillingError('INSUFFICIENT_BALANCE', 'no');
         return creditDecision(catalogue, account, 'GRANT', SYSTEM_GRANTS, 1n, {
           userId: 'k-refused', product: '', operation: '', reference: '', reason: 'r', idempotencyKey: 'once', metadata: {},

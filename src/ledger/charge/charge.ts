@@ -175,7 +175,7 @@ export class Charges {
     checkPriceable(this.kernel.catalogue, usage);
     const request: ChargeRequest = { userId, idempotencyKey, product, allowPartial: input.allowPartial, reference, metadata };
     const hash = requestHash('Charge', [product, usage, reservationId, input.allowPartial, reference, metadata]);
-    return this.kernel.post(CHARGE_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    return this.kernel.post(CHARGE_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Charge' }, async (s, account) => {
       const hold = reservationId ? await lockActiveHold(s, userId, reservationId) : undefined;
       const priced = priceUsage(this.kernel.catalogue, usage, account);
       const decision = chargeDecision(this.kernel.catalogue, request, account, priced, hold);

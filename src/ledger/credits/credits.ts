@@ -52,7 +52,7 @@ export class Credits {
     if (sku === '' && reason === '') throw invalidField('reason', 'is required');
     const hash = requestHash('Grant', [sku, amount, reason, reference, metadata]);
     const pending: PendingAudit = {};
-    const result = await this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (_s, account) => {
+    const result = await this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Grant' }, async (_s, account) => {
       const decision = creditDecision(this.kernel.catalogue, account, 'GRANT', SYSTEM_GRANTS, amount, {
         userId,
         product: '',
@@ -118,7 +118,7 @@ export class Credits {
     const requested = input.amountMillicredits;
     const hash = requestHash('Refund', [input.transactionId, requested, reason]);
     const pending: PendingAudit = {};
-    const result = await this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    const result = await this.kernel.post(TRANSACTION_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Refund' }, async (s, account) => {
       const found = await findChargeForRefund(s, userId, input.transactionId);
       const facts = { field: 'transaction_id', subject: input.transactionId };
       if (!found) throw new BillingError('TRANSACTION_NOT_FOUND', `transaction ${input.transactionId} not found for this user`, facts);

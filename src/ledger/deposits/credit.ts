@@ -43,7 +43,7 @@ export async function creditDeposit(kernel: Kernel, credit: DepositCredit): Prom
   try {
     const result = await kernel.post(
       TRANSACTION_RESULT,
-      { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]) },
+      { userId: deposit.userId, idempotencyKey, requestHash: requestHash('Deposit', [deposit.id]), operation: 'Deposit' },
       async (s, account) => {
         // A batch that fails runs its units again alone (kernel/batch.ts): only the run that commits counts.
         wrote = false;

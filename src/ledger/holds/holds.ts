@@ -10,7 +10,7 @@ import { requestHash } from '../kernel/idempotency-sql.js';
 import { balanceRecord, replayKind, type Same, storedBigint } from '../kernel/replay.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
 import { balanceView, type BalanceView } from '../kernel/views.js';
-import { insertReservation, lockReservation, type ReservationRow, settleReservation, sweepExpiredHolds } from './sql.js';
+import { activeHoldTotals, insertReservation, lockReservation, type ReservationRow, settleReservation, sweepExpiredHolds } from './sql.js';
 
 export interface ReservationView {
   id: string;
@@ -100,7 +100,7 @@ export class Holds {
     const usage = normalUsage(asEstimate(input.usage));
     const ttlSeconds = input.ttlSeconds === 0 ? catalogue.holdTtlSecondsDefault : input.ttlSeconds;
     const hash = requestHash('Reserve', [product, usage, ttlSeconds]);
-    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Reserve' }, async (s, account) => {
       const priced = priceUsage(catalogue, usage, account);
       const amount = priced.chargeMillicredits;
       const available = account.balanceMillicredits - account.reservedMillicredits;
@@ -120,7 +120,7 @@ export class Holds {
     const { catalogue } = this.kernel;
     const { userId, idempotencyKey, reservationId } = input;
     const hash = requestHash('Release', [reservationId]);
-    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash }, async (s, account) => {
+    return this.kernel.record(HOLD_RESULT, { userId, idempotencyKey, requestHash: hash, operation: 'Release' }, async (s, account) => {
       const hold = await lockReservation(s, userId, reservationId);
       if (!hold) throw notFound(reservationId);
       if (hold.status === 'CAPTURED') {
@@ -134,6 +134,11 @@ export class Holds {
       const after = { ...account, reservedMillicredits: account.reservedMillicredits - hold.amountMillicredits };
       return { reservation: reservationView({ ...hold, status: 'RELEASED' }), balance: balanceView(catalogue, after) };
     });
+  }
+
+  /** How many holds are ACTIVE and unexpired now, and what they keep in all (read without locks). */
+  totals(): Promise<{ holds: bigint; heldMillicredits: bigint }> {
+    return activeHoldTotals(this.kernel.db);
   }
 
   /** Expires every hold past its expiry, a batch of accounts per transaction. */

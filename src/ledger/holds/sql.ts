@@ -128,3 +128,12 @@ export async function sweepExpiredHolds(s: SqlSession, limit: number): Promise<n
   await s.query(END_EXPIRED_HOLDS_OF, ['EXPIRED', users]);
   return users.length;
 }
+
+/** What the ACTIVE, unexpired holds keep, summed over all users (one range scan of the partial index on expires_at). */
+export async function activeHoldTotals(s: Pick<SqlSession, 'query'>): Promise<{ holds: bigint; heldMillicredits: bigint }> {
+  const rows = await s.query(
+    `select count(*)::text as holds, coalesce(sum(amount_millicredits), 0)::text as held
+       from reservations where status = 'ACTIVE' and expires_at > now()`,
+  );
+  return { holds: BigInt(String(rows[0]?.holds ?? '0')), heldMillicredits: BigInt(String(rows[0]?.held ?? '0')) };
+}

@@ -31,12 +31,17 @@
 // a child of the span of its first unit's call and linked to the span of every unit's call;
 // each other call's span links back to it. A batch of one (the usual case at low load)
 // thus sits under its own call. With tracing off these are the API's no-op spans.
+//
+// The observer (observer.ts) hears of a batch's transactions and replays only after its
+// commit, from the run that committed: a batch that rolls back and runs its units again
+// alone reports each unit once, from its own commit.
 import { context, type Context, type Link, SpanStatusCode, trace } from '@opentelemetry/api';
 import { BillingError } from '../../domain/errors.js';
 import { DeadlineExceededError, deadlineAt, deadlinePassed, earliestDeadline, withDeadlineAt } from '../../domain/deadline.js';
 import { type Database, sqlState, type SqlSession } from '../../storage/database.js';
 import type { AccountRow, AccountStore } from './account-sql.js';
 import { findIdempotent, insertIdempotencies, type StoredReplay } from './idempotency-sql.js';
+import { type LedgerObserver, moneyMoved, tell } from './observer.js';
 import { appendTransactions, type LedgerWrite } from './posting-sql.js';
 
 /** What a unit decided: its result and, for a ledger transaction, the write. */
@@ -56,6 +61,8 @@ export interface Unit {
   readonly userId: string;
   readonly idempotencyKey: string;
   readonly requestHash: string;
+  /** The operation, as named in requestHash ('Charge', 'Grant', …): how the observer names a replay. */
+  readonly operation: string;
   /** Decides under the account's lock; `s` runs statements of the unit's own. */
   decide(s: SqlSession, account: AccountRow): Promise<Step>;
   /** The answer from a record already stored under the key (replays, or refuses a reused key). */
@@ -73,6 +80,13 @@ interface Waiting {
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** What a batch's transaction decided: each unit's outcome, the writes that stay, the units replayed. */
+interface Decided {
+  outcomes: Outcome[];
+  written: LedgerWrite[];
+  replayed: Unit[];
+}
 
 export interface BatchOptions {
   /** Batches in flight at once, each on its own connection (1 on PGlite). */
@@ -95,6 +109,7 @@ export class Batches {
     private readonly db: Database,
     private readonly accounts: AccountStore,
     private readonly options: BatchOptions,
+    private readonly observer: LedgerObserver = {},
   ) {
     const lanes = db.kind === 'pglite' ? 1 : Math.max(1, Math.floor(options.lanes));
     this.lanes = Array.from({ length: lanes }, () => ({ queue: [], running: false }));
@@ -151,9 +166,9 @@ export class Batches {
     this.stats.largest = Math.max(this.stats.largest, live.length);
     // The batch is bounded by the earliest deadline among its units: none is answered late.
     const earliest = earliestDeadline(live.map((w) => w.deadlineAt));
-    let outcomes: Outcome[];
+    let decided: Decided;
     try {
-      outcomes = await withDeadlineAt(earliest, () => this.db.transaction((s) => this.decideAll(s, live.map((w) => w.unit))));
+      decided = await withDeadlineAt(earliest, () => this.db.transaction((s) => this.decideAll(s, live.map((w) => w.unit))));
     } catch (error) {
       trace.getActiveSpan()?.setStatus({ code: SpanStatusCode.ERROR, message: 'the batch failed' });
       if (live.length > 1) {
@@ -168,13 +183,21 @@ export class Batches {
       if (code === '23505' && constraint === 'idempotency_keys_pkey') {
         try {
           const stored = await withDeadlineAt(waiting.deadlineAt, () => findIdempotent(this.db, waiting.unit.userId, waiting.unit.idempotencyKey));
-          if (stored) return waiting.resolve(waiting.unit.replay(stored));
+          if (stored) {
+            const value = waiting.unit.replay(stored);
+            tell(() => this.observer.replayed?.(waiting.unit.operation));
+            return waiting.resolve(value);
+          }
         } catch (replayError) {
           return waiting.reject(replayError);
         }
       }
       return waiting.reject(error);
     }
+    // Committed: now, and only now, it is true.
+    const { outcomes, written, replayed } = decided;
+    if (written.length > 0) tell(() => this.observer.committed?.(moneyMoved(written)));
+    for (const unit of replayed) tell(() => this.observer.replayed?.(unit.operation));
     live.forEach((waiting, i) => {
       const outcome = outcomes[i]!;
       if (outcome.ok) waiting.resolve(outcome.value);
@@ -183,7 +206,7 @@ export class Batches {
   }
 
   /** Steps 1–4 above, inside the batch's transaction; a thrown error fails the whole batch. */
-  private async decideAll(s: SqlSession, units: readonly Unit[]): Promise<Outcome[]> {
+  private async decideAll(s: SqlSession, units: readonly Unit[]): Promise<Decided> {
     const userIds = units.map((u) => u.userId);
     const { created } = await this.accounts.lockAll(s, userIds);
     const read = await this.accounts.readLocked(s, userIds, units.map((u) => u.idempotencyKey));
@@ -208,6 +231,8 @@ export class Batches {
       return stored;
     };
     const outcomes: Outcome[] = [];
+    const written: LedgerWrite[] = [];
+    const replayed: Unit[] = [];
     for (const unit of units) {
       let account = current.get(unit.userId);
       let stored = read.get(unit.userId)!.replays.get(unit.idempotencyKey);
@@ -221,7 +246,9 @@ export class Batches {
       }
       if (stored) {
         const replay = stored;
-        outcomes.push(await attempt(async () => unit.replay(replay)));
+        const answered = await attempt(async () => unit.replay(replay));
+        if (answered.ok) replayed.push(unit);
+        outcomes.push(answered);
         continue;
       }
       // The unit's own statements: the first flushes what was decided before and opens a savepoint.
@@ -259,6 +286,7 @@ export class Batches {
       }
       if (step) {
         outcomes.push({ ok: true, value: step.result });
+        if (step.write) written.push(step.write);
         recorded.add(keyId);
         if (ranStatements) current.clear();
         else if (step.write) current.set(unit.userId, { ...account, balanceMillicredits: step.write.balanceAfterMillicredits });
@@ -276,7 +304,7 @@ export class Batches {
     // A refusal leaves no trace, not even the account its lock created.
     const used = new Set(units.filter((_, i) => outcomes[i]!.ok).map((u) => u.userId));
     await this.accounts.forget(s, created.filter((userId) => !used.has(userId)));
-    return outcomes;
+    return { outcomes, written, replayed };
   }
 }
 

@@ -8,6 +8,7 @@ import type { Database, SqlSession } from '../../storage/database.js';
 import { type AccountFacet, type AccountRow, AccountStore } from './account-sql.js';
 import { BATCH_LANES_DEFAULT, BATCH_UNITS_MAX_DEFAULT, type BatchOptions, Batches, type Step, type Unit } from './batch.js';
 import type { StoredReplay } from './idempotency-sql.js';
+import type { LedgerObserver } from './observer.js';
 import type { LedgerWrite } from './posting-sql.js';
 import { Reads } from './reads.js';
 import { decodeReplay, encodeReplay, type ReplayKind } from './replay.js';
@@ -18,6 +19,8 @@ interface MutationKey {
   idempotencyKey: string;
   /** requestHash() of the validated request. */
   requestHash: string;
+  /** The operation named in requestHash ('Charge', 'Grant', …); replays are counted by it. */
+  operation: string;
 }
 
 /** What a rule decided under the lock: the write and the result it returns. */
@@ -40,13 +43,14 @@ export class Kernel {
     readonly catalogue: Catalogue,
     facets: readonly AccountFacet[],
     batching: Partial<BatchOptions> = {},
+    observer: LedgerObserver = {},
   ) {
     this.accounts = new AccountStore(facets);
     // Each unit is admitted on its own (storage/admission.ts); a batch carries admitted units.
     this.batches = new Batches(db.unadmitted ?? db, this.accounts, {
       lanes: batching.lanes ?? BATCH_LANES_DEFAULT,
       unitsMax: batching.unitsMax ?? BATCH_UNITS_MAX_DEFAULT,
-    });
+    }, observer);
     // Each read is admitted on its own, like each unit; a read statement carries admitted reads.
     this.reads = new Reads(db.unadmitted ?? db, this.accounts);
   }

@@ -198,7 +198,7 @@ export class Promos {
   async redeem(input: RedeemInput): Promise<TransactionResult> {
     const { userId, idempotencyKey } = input;
     const code = normalCode(input.code);
-    const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]) };
+    const key = { userId, idempotencyKey, requestHash: requestHash('Redeem', [code]), operation: 'Redeem' };
     try {
       return await this.kernel.post(TRANSACTION_RESULT, key, async (s, account) => {
         if (await hasRedeemed(s, code, userId)) throw alreadyRedeemed(code);

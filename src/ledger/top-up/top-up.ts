@@ -10,6 +10,7 @@ import type { Database } from '../../storage/database.js';
 import { JobProgress } from '../../jobs/progress.js';
 import { type Audit, auditEvent, AuditTrail } from '../audit/audit.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
+import { type LedgerObserver, tell } from '../kernel/observer.js';
 import { topUpBatch, type TopUpBatchInput, type TopUpBatchResult, topUpCandidates, topUpWindow } from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
@@ -34,6 +35,8 @@ export interface TopUpOptions {
   readonly trail?: AuditTrail;
   /** Where runs report their progress (default: tracked, not logged). */
   readonly progress?: JobProgress;
+  /** Hears of each batch's top-ups once it has committed. */
+  readonly observer?: LedgerObserver;
 }
 
 /** The UTC calendar day of an instant, "YYYY-MM-DD". */
@@ -65,12 +68,14 @@ export class DailyTopUps {
   private readonly connections: number;
   private readonly trail: AuditTrail;
   private readonly progress: JobProgress;
+  private readonly observer: LedgerObserver;
 
   constructor(
     private readonly db: Database,
     private readonly catalogue: Catalogue,
     options: TopUpOptions = {},
   ) {
+    this.observer = options.observer ?? {};
     this.batchSize = options.batchSize ?? TOP_UP_BATCH_SIZE_DEFAULT;
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError('batchSize must be a positive integer');
     this.trail = options.trail ?? new AuditTrail();
@@ -131,6 +136,9 @@ export class DailyTopUps {
           total.accountsToppedUp += batch.accountsToppedUp;
           total.totalMillicredits += batch.totalMillicredits;
           progress.advance(window.candidates);
+          // Each batch has committed (its own statement, or its own transaction with the audit row: sql.ts).
+          const moved = { type: 'DAILY_TOP_UP', product: '', transactions: Number(batch.accountsToppedUp), millicredits: batch.totalMillicredits } as const;
+          if (moved.transactions > 0) tell(() => this.observer.committed?.([moved]));
         }
       } catch (error) {
         failed = true;
