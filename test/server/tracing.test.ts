@@ -14,7 +14,8 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
 import { failure, useTestApp } from '../support/app.js';
 import { loadConfig } from '../../src/config.js';
-import { interceptors, readContract } from '../../src/app.js';
+import { build, interceptors, readContract } from '../../src/app.js';
+import { databaseSettings, openDatabase } from '../../src/storage/database.js';
 import { createMetrics } from '../../src/rpc/metrics.js';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -93,6 +94,32 @@ describe('in process, in-memory exporter', () => {
     const fresh = spans.getFinishedSpans().filter((s) => !before.has(s.spanContext().spanId) && s.name === 'billing.v1.BillingService/GetBalance');
     expect(fresh).toHaveLength(1);
     expect(fresh[0]!.parentSpanContext).toBeUndefined();
+  });
+});
+
+describe('the access log and the span', () => {
+  it("a call without a traceparent is logged with its span's trace id", async () => {
+    const database = await createTestDatabase();
+    const config = loadConfig({ PORT: '0', BILLING_DATA_DIR: 'memory://', DATABASE_URL: database.url, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1' });
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const db = await openDatabase({ databaseUrl: database.url, ...databaseSettings(config), dataDir: 'memory://' });
+    const app = await build(config, { db, metrics: false, jobs: false, log });
+    try {
+      const userId = `logged-${randomBytes(4).toString('hex')}`;
+      const billing = createClient(BillingService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${app.server.port}` }));
+      await billing.getBalance({ userId });
+      const access = lines.filter((l) => l.event === 'access' && l.userId === userId);
+      expect(access).toHaveLength(1);
+      const traceId = access[0]!.traceId;
+      expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+      const span = spans.getFinishedSpans().filter((s) => s.name === 'billing.v1.BillingService/GetBalance' && s.spanContext().traceId === traceId);
+      expect(span).toHaveLength(1);
+    } finally {
+      await app.close();
+      await db.close();
+      await database.drop();
+    }
   });
 });
 
