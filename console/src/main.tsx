@@ -1,5 +1,6 @@
 // The ops console: a user's money at a glance (balance, chart, paged history with each
-// row's details), the actions support and finance take (grant, refund, set plan), promo
+// row's details), the actions support and finance take (grant, refund, set plan, grant or
+// revoke an entitlement), promo
 // codes and a ledger check. Every action shows exactly what it will do before it is sent,
 // and carries an idempotency key that is kept until the action succeeds, so a double click
 // or a retry after a network error never pays twice.
@@ -389,6 +390,51 @@ function PlanForm({ balance, confirm, done }: { balance: Balance; confirm: (a: A
   );
 }
 
+function EntitlementForm({ balance, confirm, done }: { balance: Balance; confirm: (a: Action) => void; done: () => void }) {
+  const [name, setName] = useState('');
+  const [problem, setProblem] = useState('');
+  const send = (entitlement: string, active: boolean) =>
+    confirm({
+      identity: `entitlement ${balance.userId} ${entitlement} ${active}`,
+      title: active ? 'Grant an entitlement' : 'Revoke an entitlement',
+      lines: [active ? `give ${balance.userId} the entitlement "${entitlement}"` : `take the entitlement "${entitlement}" from ${balance.userId}`],
+      run: () => admin.setEntitlement({ userId: balance.userId, entitlement, active }),
+      done: () => {
+        setName('');
+        done();
+      },
+    });
+  const submit = (event: Event) => {
+    event.preventDefault();
+    const entitlement = name.trim();
+    if (!/^[a-z0-9._-]{1,64}$/.test(entitlement)) return setProblem('Entitlement: 1–64 chars of a-z, 0-9, ".", "_" or "-".');
+    setProblem('');
+    send(entitlement, true);
+  };
+  return (
+    <form onSubmit={submit} aria-labelledby="entitlements-title" class="card">
+      <h2 id="entitlements-title">Entitlements</h2>
+      <ul class="plain">
+        {balance.entitlements.map((e) => (
+          <li key={e}>
+            {e}{' '}
+            <button type="button" onClick={() => send(e, false)}>
+              Revoke…<span class="sr-only"> {e}</span>
+            </button>
+          </li>
+        ))}
+        {balance.entitlements.length === 0 && <li>none</li>}
+      </ul>
+      <label>
+        Entitlement to grant
+        <input name="entitlement" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </label>
+      <button type="submit">Grant entitlement…</button>
+      {problem && <p role="alert" class="error">{problem}</p>}
+    </form>
+  );
+}
+
 function UserPage({ userId }: { userId: string }) {
   const [input, setInput] = useState(userId);
   const [balance, setBalance] = useState<Balance | undefined>();
@@ -431,6 +477,7 @@ function UserPage({ userId }: { userId: string }) {
           <div class="actions">
             <GrantForm userId={userId} confirm={confirm} done={changed} />
             <PlanForm key={`${userId}-${balance.plan}`} balance={balance} confirm={confirm} done={changed} />
+            <EntitlementForm balance={balance} confirm={confirm} done={changed} />
           </div>
           <History userId={userId} version={version} confirm={confirm} changed={changed} />
         </>

@@ -119,7 +119,7 @@ describe('the user page', () => {
     await page.close();
   });
 
-  it('grants with a reason and shows the new row, refunds a charge, sets the plan', async () => {
+  it('grants with a reason and shows the new row, refunds a charge, sets the plan, grants and revokes entitlements', async () => {
     const page = await open(OPERATOR, `#/user/${USER}`);
     await page.getByLabel('Amount (credits)').fill('6.5');
     await page.getByLabel('Reason', { exact: true }).fill('goodwill for ticket 7');
@@ -148,6 +148,21 @@ describe('the user page', () => {
     const balance = await t.billing.getBalance({ userId: USER }, auth(OPERATOR));
     expect(balance.balance?.plan).toBe(Plan.PRO);
     expect(balance.balance?.balanceMillicredits).toBe(81_750n);
+
+    await page.getByLabel('Entitlement to grant').fill('m4l');
+    await page.getByRole('button', { name: 'Grant entitlement…' }).click();
+    expect(await dialog.textContent()).toContain(`give ${USER} the entitlement "m4l"`);
+    await dialog.getByRole('button', { name: 'Confirm' }).click();
+    await expect.poll(() => page.locator('[data-field="Entitlements"]').textContent()).toBe('m4l');
+    await page.getByLabel('Entitlement to grant').fill('beta');
+    await page.getByRole('button', { name: 'Grant entitlement…' }).click();
+    await dialog.getByRole('button', { name: 'Confirm' }).click();
+    await expect.poll(() => page.locator('[data-field="Entitlements"]').textContent()).toBe('beta, m4l');
+    await page.getByRole('button', { name: 'Revoke… beta' }).click();
+    expect(await dialog.textContent()).toContain(`take the entitlement "beta" from ${USER}`);
+    await dialog.getByRole('button', { name: 'Confirm' }).click();
+    await expect.poll(() => page.locator('[data-field="Entitlements"]').textContent()).toBe('m4l');
+    expect((await t.billing.getBalance({ userId: USER }, auth(OPERATOR))).balance?.entitlements).toEqual(['m4l']);
     await page.getByLabel('Type').selectOption({ label: 'all' });
     await expect.poll(() => page.getByTestId('history-row').count()).toBe(10);
     await page.getByTestId('history-row').nth(1).getByRole('button', { name: /Show/ }).click();
