@@ -6,6 +6,8 @@ import { createClient, type Client, type Interceptor, ConnectError, Code } from 
 import { createConnectTransport } from '@connectrpc/connect-web';
 import { AdminService } from '../../gen/billing/v1/admin_service_pb.js';
 import { BillingService } from '../../gen/billing/v1/billing_service_pb.js';
+import { ErrorDetailSchema, ErrorReason } from '../../gen/billing/v1/errors_pb.js';
+import { WalletService } from '../../gen/billing/v1/wallet_service_pb.js';
 
 const TOKEN_KEY = 'billing-console-token';
 
@@ -27,6 +29,12 @@ const bearer: Interceptor = (next) => (req) => {
 const transport = createConnectTransport({ baseUrl: location.origin, interceptors: [bearer] });
 export const billing: Client<typeof BillingService> = createClient(BillingService, transport);
 export const admin: Client<typeof AdminService> = createClient(AdminService, transport);
+export const wallet: Client<typeof WalletService> = createClient(WalletService, transport);
+
+/** True when the service has crypto deposits off (no chain or no key material). */
+export function walletDisabled(error: unknown): boolean {
+  return ConnectError.from(error).findDetails(ErrorDetailSchema).some((d) => d.reason === ErrorReason.WALLET_DISABLED);
+}
 
 /** A fresh idempotency key for one action; kept by the caller until the action succeeds. */
 export function newKey(action: string): string {

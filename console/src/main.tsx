@@ -13,7 +13,10 @@ import './style.css';
 import type { Balance, Transaction } from '../../gen/billing/v1/types_pb.js';
 import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
 import type { PromoCode, VerifyLedgerResponse } from '../../gen/billing/v1/admin_service_pb.js';
-import { admin, billing, explain, newKey, setToken, token } from './api.js';
+import QRCode from 'qrcode';
+import type { Deposit, GetDepositAddressResponse } from '../../gen/billing/v1/wallet_service_pb.js';
+import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
+import { admin, billing, explain, newKey, setToken, token, wallet, walletDisabled } from './api.js';
 import { credits, parseCredits } from './money.js';
 
 const PAGE_SIZE = 10;
@@ -435,6 +438,101 @@ function EntitlementForm({ balance, confirm, done }: { balance: Balance; confirm
   );
 }
 
+function QrCode({ text, label }: { text: string; label: string }) {
+  const [src, setSrc] = useState('');
+  useEffect(() => {
+    QRCode.toDataURL(text, { margin: 1, width: 160 }).then(setSrc, () => setSrc(''));
+  }, [text]);
+  return src ? <img src={src} width={160} height={160} alt={label} /> : null;
+}
+
+function Deposits({ userId }: { userId: string }) {
+  const [deposits, setDeposits] = useState<Deposit[] | undefined>();
+  const [address, setAddress] = useState<GetDepositAddressResponse | undefined>();
+  const [off, setOff] = useState(false);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let live = true;
+    wallet
+      .listDeposits({ userId, pageSize: 20 })
+      .then((r) => live && setDeposits(r.deposits))
+      .catch((e: unknown) => live && (walletDisabled(e) ? setOff(true) : setError(explain(e))));
+    return () => {
+      live = false;
+    };
+  }, [userId]);
+  if (off) return null;
+  const show = () =>
+    wallet
+      .getDepositAddress({ userId })
+      .then((r) => (setAddress(r), setError('')))
+      .catch((e: unknown) => setError(explain(e)));
+  return (
+    <section class="card" aria-labelledby="deposits-title">
+      <h2 id="deposits-title">Deposits</h2>
+      {error && <p role="alert" class="error">{error}</p>}
+      {!address && (
+        <button type="button" onClick={show}>
+          Show deposit address (allocates one if the user has none)
+        </button>
+      )}
+      {address && (
+        <div>
+          <p>
+            Address <code data-testid="deposit-address">{address.address}</code> (the same on every chain)
+          </p>
+          <div class="qrs">
+            {address.chains.map((c) => (
+              <figure key={String(c.chainId)}>
+                <QrCode text={c.paymentUri} label={`QR code paying ${address.address} on ${c.name}`} />
+                <figcaption>
+                  {c.name} ({String(c.chainId)}), final at {c.finality}
+                </figcaption>
+              </figure>
+            ))}
+          </div>
+        </div>
+      )}
+      <div class="scroll">
+        <table>
+          <caption>Newest first</caption>
+          <thead>
+            <tr>
+              <th scope="col">Detected</th>
+              <th scope="col">Chain</th>
+              <th scope="col">Token</th>
+              <th scope="col" class="num">Credits</th>
+              <th scope="col" class="num">Confirmations</th>
+              <th scope="col">Status</th>
+              <th scope="col">Transaction</th>
+            </tr>
+          </thead>
+          <tbody>
+            {deposits?.map((d) => (
+              <tr key={d.id} data-testid="deposit-row">
+                <td>{when(d.detectedAt)}</td>
+                <td>{String(d.chainId)}</td>
+                <td>{d.tokenSymbol}</td>
+                <td class="num">{credits(d.creditsMillicredits)}</td>
+                <td class="num">{String(d.confirmations)}</td>
+                <td>{(DepositStatus[d.status] ?? 'UNKNOWN').replaceAll('_', ' ').toLowerCase()}</td>
+                <td>
+                  <code>{d.txHash}</code>
+                </td>
+              </tr>
+            ))}
+            {deposits && deposits.length === 0 && (
+              <tr>
+                <td colSpan={7}>No deposits.</td>
+              </tr>
+            )}
+          </tbody>
+        </table>
+      </div>
+    </section>
+  );
+}
+
 function UserPage({ userId }: { userId: string }) {
   const [input, setInput] = useState(userId);
   const [balance, setBalance] = useState<Balance | undefined>();
@@ -480,6 +578,7 @@ function UserPage({ userId }: { userId: string }) {
             <EntitlementForm balance={balance} confirm={confirm} done={changed} />
           </div>
           <History userId={userId} version={version} confirm={confirm} changed={changed} />
+          <Deposits key={`${userId}-${version}`} userId={userId} />
         </>
       )}
       {dialog}

@@ -9,6 +9,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
 import { key, startTestApp, type TestApp } from '../support/app.js';
+import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from '../support/chain.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const OPERATOR = 'operator-token-0123456789';
@@ -108,7 +109,7 @@ describe('the user page', () => {
     await expect.poll(() => rows.count()).toBe(10);
     expect(await rows.first().textContent()).toContain('charge');
     await page.getByRole('button', { name: 'Older' }).click();
-    await expect.poll(() => page.locator('caption').textContent()).toContain('page 2');
+    await expect.poll(() => page.getByRole('region', { name: 'History' }).locator('caption').textContent()).toContain('page 2');
     await expect.poll(() => rows.count()).toBe(3);
     expect(await rows.last().textContent()).toContain('seed 1');
     await page.getByRole('button', { name: 'Newer' }).click();
@@ -255,6 +256,53 @@ describe('the promo page', () => {
     await expect.poll(() => rows.first().textContent()).toContain('disabled');
     expect((await t.admin.getPromoCode({ code: 'SPRING25' }, auth(OPERATOR))).promoCode?.disabled).toBe(true);
     await page.screenshot({ path: path.join(ROOT, 'docs/console-promo.png'), fullPage: true });
+    await page.close();
+  });
+});
+
+describe('deposits on the user page', () => {
+  // A fixed 24-word test mnemonic (never holds funds), as in test/server/deposits.test.ts.
+  const SEED = `${'abandon '.repeat(23)}art`;
+  /** Anvil's finalized block trails its head by this many blocks. */
+  const FINALITY = 64;
+  let chain: Chain;
+  let w: TestApp;
+
+  beforeAll(async () => {
+    chain = await startAnvil({ chainId: BASE_CHAIN_ID });
+    await placeBaseFixtures(chain);
+    w = await startTestApp({ catalogue: 'mu', env: { BASE_RPC_URL: chain.url, WALLET_SEED: SEED, BILLING_TOKENS: `${OPERATOR}=spend+grant+admin+wallet` } });
+  }, 120_000);
+
+  afterAll(async () => {
+    await w?.close();
+    await chain?.stop();
+  });
+
+  it('shows the deposit address with a QR code per chain, and a credited deposit with its status and confirmations', async () => {
+    const userId = 'console-depositor';
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${w.url}/console/`);
+    await page.getByLabel('Bearer token').fill(OPERATOR);
+    await page.getByRole('button', { name: 'Use token' }).click();
+    await page.goto(`${w.url}/console/#/user/${userId}`);
+    await page.getByRole('button', { name: /Show deposit address/ }).click();
+    const { address } = await w.wallet.getDepositAddress({ userId }, auth(OPERATOR));
+    await expect.poll(() => page.getByTestId('deposit-address').textContent()).toBe(address);
+    const qr = page.getByRole('img', { name: `QR code paying ${address} on base` });
+    await expect.poll(async () => (await qr.getAttribute('src'))?.slice(0, 22)).toBe('data:image/png;base64,');
+
+    await chain.mintToken(BASE_USDC, await chain.funder.getAddress(), 100_000_000n);
+    const sent = await chain.transferToken(BASE_USDC, address, 5_000_000n);
+    await chain.mine(FINALITY + 1);
+    for (let i = 0; i < 3; i++) await w.app.wallet.pollAll();
+    await page.reload();
+    const row = page.getByTestId('deposit-row');
+    await expect.poll(() => row.count()).toBe(1);
+    const text = (await row.textContent()) ?? '';
+    expect(text).toContain(sent.hash);
+    expect(text).toContain('credited');
+    expect(text).toContain('393.700');
     await page.close();
   });
 });
