@@ -41,12 +41,23 @@ export function newKey(action: string): string {
   return `console:${action}:${crypto.randomUUID()}`;
 }
 
+/** What each scope allows, to explain a refusal (README, "Configuration"). */
+const SCOPE_USES: Readonly<Record<string, string>> = {
+  spend: 'looking a user up (balance, history)',
+  grant: 'grants and refunds',
+  admin: 'plans, entitlements, promo codes and the ledger check',
+  wallet: 'deposits and deposit addresses',
+};
+
 /** What went wrong, for a person: the server's message plus what to do about it. */
 export function explain(error: unknown): string {
   const e = ConnectError.from(error);
   switch (e.code) {
-    case Code.PermissionDenied:
-      return `Refused: ${e.rawMessage}. The token you pasted may not do this; grants and refunds need a token with the "grant" scope, plans, entitlements, promo codes and ledger checks the "admin" scope. Paste a token with that scope and try again.`;
+    case Code.PermissionDenied: {
+      const scope = /lacks the "(\w+)" scope/.exec(e.rawMessage)?.[1];
+      const what = scope ? SCOPE_USES[scope] : undefined;
+      return `Refused: ${e.rawMessage}.${what ? ` The "${scope}" scope is what ${what} need.` : ''} Paste a token with that scope and try again.`;
+    }
     case Code.Unauthenticated:
       return `Refused: ${e.rawMessage}. Paste a valid token above.`;
     case Code.Unavailable:

@@ -13,6 +13,7 @@ import './style.css';
 import type { Balance, Transaction } from '../../gen/billing/v1/types_pb.js';
 import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
 import type { PromoCode, VerifyLedgerResponse } from '../../gen/billing/v1/admin_service_pb.js';
+import { Code, ConnectError } from '@connectrpc/connect';
 import QRCode from 'qrcode';
 import type { Deposit, GetDepositAddressResponse } from '../../gen/billing/v1/wallet_service_pb.js';
 import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
@@ -450,18 +451,31 @@ function Deposits({ userId }: { userId: string }) {
   const [deposits, setDeposits] = useState<Deposit[] | undefined>();
   const [address, setAddress] = useState<GetDepositAddressResponse | undefined>();
   const [off, setOff] = useState(false);
+  const [denied, setDenied] = useState('');
   const [error, setError] = useState('');
   useEffect(() => {
     let live = true;
     wallet
       .listDeposits({ userId, pageSize: 20 })
       .then((r) => live && setDeposits(r.deposits))
-      .catch((e: unknown) => live && (walletDisabled(e) ? setOff(true) : setError(explain(e))));
+      .catch((e: unknown) => {
+        if (!live) return;
+        if (walletDisabled(e)) setOff(true);
+        else if (ConnectError.from(e).code === Code.PermissionDenied) setDenied(explain(e));
+        else setError(explain(e));
+      });
     return () => {
       live = false;
     };
   }, [userId]);
   if (off) return null;
+  if (denied)
+    return (
+      <section class="card" aria-labelledby="deposits-title">
+        <h2 id="deposits-title">Deposits</h2>
+        <p>{denied}</p>
+      </section>
+    );
   const show = () =>
     wallet
       .getDepositAddress({ userId })

@@ -220,7 +220,7 @@ describe('the user page', () => {
     await dialog.getByRole('button', { name: 'Confirm' }).click();
     const alert = dialog.getByRole('alert');
     await expect.poll(() => alert.textContent()).toContain('this token lacks the "grant" scope');
-    expect(await alert.textContent()).toContain('Paste a token with that scope');
+    expect(await alert.textContent()).toContain('The "grant" scope is what grants and refunds need. Paste a token with that scope');
     expect(await grants(userId)).toEqual([]);
     await page.close();
   });
