@@ -39,6 +39,7 @@ import {
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from '@connectrpc/connect-node';
 import { createAsyncIterable, type UniversalHandler } from '@connectrpc/connect/protocol';
 import { BillingError } from '../domain/errors.js';
+import { isConsolePath, serveConsole } from './console-static.js';
 import { parseJsonRequest } from './json-request.js';
 
 export interface HandlerOptions {
@@ -122,8 +123,12 @@ export function createHandler(options: HandlerOptions): (req: NodeRequest, res: 
   return (req, res) => {
     const handler = paths.get(req.url?.split('?', 2)[0] ?? '');
     if (!handler) {
-      options.onRefused?.('unknown_path');
-      (res as http.ServerResponse).writeHead(404).end();
+      // The ops console's static files (src/rpc/console-static.ts); anything else is 404.
+      if (isConsolePath(req.url)) serveConsole(req, res).catch(() => res.destroy());
+      else {
+        options.onRefused?.('unknown_path');
+        (res as http.ServerResponse).writeHead(404).end();
+      }
       return;
     }
     serve(options, handler, req, res).catch((error: unknown) => {
