@@ -20,7 +20,7 @@ let browser: Browser;
 
 beforeAll(async () => {
   execFileSync(process.execPath, ['console/build.mjs'], { cwd: ROOT, stdio: 'inherit' });
-  t = await startTestApp({ env: { BILLING_TOKENS: `${OPERATOR}=spend+grant+admin,${SUPPORT}=spend` } });
+  t = await startTestApp({ env: { BILLING_TOKENS: `operator:${OPERATOR}=spend+grant+admin,support:${SUPPORT}=spend` } });
   // launch() gives Chromium a fresh, temporary user-data-dir of its own.
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -219,7 +219,7 @@ describe('the user page', () => {
     const dialog = page.getByRole('dialog');
     await dialog.getByRole('button', { name: 'Confirm' }).click();
     const alert = dialog.getByRole('alert');
-    await expect.poll(() => alert.textContent()).toContain('this token lacks the "grant" scope');
+    await expect.poll(() => alert.textContent()).toContain('the caller "support" lacks the "grant" scope');
     expect(await alert.textContent()).toContain('The "grant" scope is what grants and refunds need. Paste a token with that scope');
     expect(await grants(userId)).toEqual([]);
     await page.close();
@@ -271,7 +271,7 @@ describe('deposits on the user page', () => {
   beforeAll(async () => {
     chain = await startAnvil({ chainId: BASE_CHAIN_ID });
     await placeBaseFixtures(chain);
-    w = await startTestApp({ catalogue: 'mu', env: { BASE_RPC_URL: chain.url, WALLET_SEED: SEED, BILLING_TOKENS: `${OPERATOR}=spend+grant+admin+wallet` } });
+    w = await startTestApp({ catalogue: 'mu', env: { BASE_RPC_URL: chain.url, WALLET_SEED: SEED, BILLING_TOKENS: `operator:${OPERATOR}=spend+grant+admin+wallet` } });
   }, 120_000);
 
   afterAll(async () => {
