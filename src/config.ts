@@ -174,6 +174,7 @@ const envSchema = z.object({
   BILLING_CONFIG: z.string().min(1).default('config/muse.json'),
   BILLING_TOKENS: z.string().optional(),
   NODE_ENV: z.string().default('development'),
+  BILLING_ALLOW_EMBEDDED: z.enum(['0', '1'], 'must be 1 (allow) or 0').default('0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
   DATABASE_WORK_MAX: z.coerce.number().int().min(1).max(100_000).optional(),
@@ -391,6 +392,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tokens = parseTokens(env.BILLING_TOKENS, problems);
   const production = env.NODE_ENV === 'production';
   if (production && tokens.size === 0) problems.push('BILLING_TOKENS: required when NODE_ENV=production');
+  // The embedded database is one process's files on one disk: no replicas, no managed
+  // backups. Production runs it only when told so explicitly (README, "Container").
+  if (production && !env.DATABASE_URL && env.BILLING_ALLOW_EMBEDDED !== '1') {
+    problems.push(
+      'DATABASE_URL: required when NODE_ENV=production; the embedded database (PGlite under BILLING_DATA_DIR) ' +
+        'is for local use: set BILLING_ALLOW_EMBEDDED=1 to run production on it anyway',
+    );
+  }
   const host = env.HOST ?? (tokens.size === 0 ? '127.0.0.1' : '0.0.0.0');
   if (tokens.size === 0 && !LOOPBACK_HOSTS.has(host)) {
     problems.push(`HOST: ${host} is not loopback; an open service (no BILLING_TOKENS) binds loopback only`);
