@@ -3,6 +3,7 @@
 import pino from 'pino';
 import { build } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { DataDirLockedError } from './storage/datadir-lock.js';
 
 async function main(): Promise<void> {
   const config = loadConfig();
@@ -51,7 +52,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
+  if (error instanceof ConfigError || error instanceof DataDirLockedError) {
     process.stderr.write(`${error.message}\n`);
   } else {
     process.stderr.write(`failed to start: ${(error as Error).stack ?? String(error)}\n`);
