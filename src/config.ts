@@ -211,6 +211,7 @@ const envSchema = z.object({
   BILLING_TLS_KEY_FILE: z.string().min(1).optional(),
   BILLING_TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
   NODE_ENV: z.string().default('development'),
+  BILLING_ALLOW_EMBEDDED: z.enum(['0', '1'], 'must be 1 (allow) or 0').default('0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   JOB_PROGRESS_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).default(5_000),
   REQUEST_BYTES_MAX: z.coerce.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
@@ -625,6 +626,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const tls = loadTls(env, [...tokens.values()].some((c) => c.certificate), problems);
   const production = env.NODE_ENV === 'production';
   if (production && tokens.size === 0) problems.push('BILLING_TOKENS: required when NODE_ENV=production (or BILLING_TOKENS_FILE, BILLING_CERT_SCOPES)');
+  // The embedded database is one process's files on one disk: no replicas, no managed
+  // backups. Production runs it only when told so explicitly (README, "Container").
+  if (production && !env.DATABASE_URL && env.BILLING_ALLOW_EMBEDDED !== '1') {
+    problems.push(
+      'DATABASE_URL: required when NODE_ENV=production; the embedded database (PGlite under BILLING_DATA_DIR) ' +
+        'is for local use: set BILLING_ALLOW_EMBEDDED=1 to run production on it anyway',
+    );
+  }
   const host = env.HOST ?? (tokens.size === 0 ? '127.0.0.1' : '0.0.0.0');
   if (tokens.size === 0 && !LOOPBACK_HOSTS.has(host)) {
     problems.push(`HOST: ${host} is not loopback; an open service (no BILLING_TOKENS) binds loopback only`);

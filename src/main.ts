@@ -2,6 +2,7 @@
 // shut down gracefully on SIGTERM or SIGINT.
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
+import { DataDirLockedError } from './storage/datadir-lock.js';
 import { startTracing } from './telemetry.js';
 
 async function main(): Promise<void> {
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError) {
+  if (error instanceof ConfigError || error instanceof DataDirLockedError) {
     process.stderr.write(`${error.message}\n`);
   } else {
     process.stderr.write(`failed to start: ${(error as Error).stack ?? String(error)}\n`);

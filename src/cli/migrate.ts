@@ -1,17 +1,21 @@
-// npm run migrate — applies pending migrations to the configured database and exits.
+// npm run migrate (in the image: node dist/src/cli/migrate.js) — applies pending migrations
+// to the configured database and exits.
 import { loadConfig } from '../config.js';
 import { databaseSettings, migrate, openDatabase } from '../storage/database.js';
+import { runCli } from './run.js';
 
-const config = loadConfig();
-const db = await openDatabase({
-  ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
-  ...databaseSettings(config),
-  dataDir: config.dataDir,
-  migrate: false,
+await runCli(async () => {
+  const config = loadConfig();
+  const db = await openDatabase({
+    ...(config.databaseUrl ? { databaseUrl: config.databaseUrl } : {}),
+    ...databaseSettings(config),
+    dataDir: config.dataDir,
+    migrate: false,
+  });
+  try {
+    const applied = await migrate(db);
+    process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'nothing to apply\n');
+  } finally {
+    await db.close();
+  }
 });
-try {
-  const applied = await migrate(db);
-  process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'nothing to apply\n');
-} finally {
-  await db.close();
-}

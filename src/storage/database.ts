@@ -13,6 +13,7 @@ import { MikroORM as PgliteORM } from '@mikro-orm/pglite';
 import { MikroORM as PostgresORM } from '@mikro-orm/postgresql';
 import type { Pool, PoolClient } from 'pg';
 import { checkDeadline, DeadlineExceededError, remainingMs } from '../domain/deadline.js';
+import { lockDataDir } from './datadir-lock.js';
 import { Migration20261122000000_ledger } from './migrations/Migration20261122000000_ledger.js';
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
@@ -276,13 +277,23 @@ async function refuseUnsafeDurability(pool: Pool): Promise<void> {
 async function openPglite(dataDir: string): Promise<Database> {
   const inMemory = dataDir.startsWith('memory://');
   let location = dataDir;
+  let lock: ReturnType<typeof lockDataDir> | undefined;
   if (!inMemory) {
     location = join(dataDir, 'pglite');
     mkdirSync(location, { recursive: true, mode: 0o700 });
+    // One process at a time on these files (datadir-lock.ts): a second gets DataDirLockedError.
+    lock = lockDataDir(dataDir);
   }
-  // int8 comes back as text on both drivers, so bigint parsing is uniform above this file.
-  const pglite = await PGlite.create(location, { parsers: { 20: (value: string) => value } });
-  const orm = await PgliteORM.init({ ...ormOptions, dbName: 'billing', driverOptions: { pglite } });
+  let pglite: PGlite;
+  let orm: MikroORM;
+  try {
+    // int8 comes back as text on both drivers, so bigint parsing is uniform above this file.
+    pglite = await PGlite.create(location, { parsers: { 20: (value: string) => value } });
+    orm = await PgliteORM.init({ ...ormOptions, dbName: 'billing', driverOptions: { pglite } });
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
   type Tx = { query: PGlite['query'] };
   const query = async <R extends Row>(target: Tx, sql: string, params?: readonly unknown[]) =>
     (await target.query<R>(sql, params as unknown[] | undefined)).rows;
@@ -299,8 +310,12 @@ async function openPglite(dataDir: string): Promise<Database> {
     admit: (fn) => fn(),
     ping: (timeoutMs = 2000) => withTimeout(pglite.query('select 1').then(() => true), timeoutMs),
     close: async () => {
-      await orm.close(true);
-      if (!pglite.closed) await pglite.close();
+      try {
+        await orm.close(true);
+        if (!pglite.closed) await pglite.close();
+      } finally {
+        lock?.release();
+      }
     },
   };
 }

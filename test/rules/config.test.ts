@@ -64,6 +64,28 @@ describe('data directory', () => {
   });
 });
 
+describe('production on the embedded database', () => {
+  const production = { NODE_ENV: 'production', BILLING_TOKENS: 'a-token-of-enough-length=spend', BILLING_DATA_DIR: 'memory://' };
+
+  it('is refused without DATABASE_URL unless BILLING_ALLOW_EMBEDDED=1, naming both variables', () => {
+    const problems = problemsOf(() => loadConfig(production));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^DATABASE_URL: required when NODE_ENV=production; .*BILLING_ALLOW_EMBEDDED=1/);
+    expect(problemsOf(() => loadConfig({ ...production, BILLING_ALLOW_EMBEDDED: '0' }))).toEqual(problems);
+    expect(loadConfig({ ...production, BILLING_ALLOW_EMBEDDED: '1' }).databaseUrl).toBeUndefined();
+  });
+
+  it('runs on PostgreSQL, and outside production on the embedded database, without the permission', () => {
+    expect(loadConfig({ ...production, DATABASE_URL: 'postgres://db/billing' }).databaseUrl).toBe('postgres://db/billing');
+    expect(loadConfig({ BILLING_DATA_DIR: 'memory://' }).production).toBe(false);
+  });
+
+  it('refuses a BILLING_ALLOW_EMBEDDED that is neither 0 nor 1', () => {
+    const problems = problemsOf(() => loadConfig({ ...production, BILLING_ALLOW_EMBEDDED: 'yes' }));
+    expect(problems.some((p) => p.startsWith('env BILLING_ALLOW_EMBEDDED: must be 1 (allow) or 0'))).toBe(true);
+  });
+});
+
 describe('wallet configuration', () => {
   const mu = JSON.parse(readFileSync(new URL('../../config/mu.json', import.meta.url), 'utf8')) as Record<string, unknown>;
   const SEED = `${'abandon '.repeat(23)}art`;
