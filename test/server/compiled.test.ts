@@ -23,7 +23,10 @@ afterAll(async () => {
 /** The arguments `npm start` gives node, from package.json. */
 function startArgs(): string[] {
   const script = (JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
-  const [command, ...args] = script.split(/\s+/);
+  // `exec` makes the shell npm runs the script in become node, so the signals npm forwards
+  // reach the server itself (test/server/npm-start.test.ts).
+  const [exec, command, ...args] = script.split(/\s+/);
+  expect(exec).toBe('exec');
   expect(command).toBe('node');
   // Node flags, then the compiled entry point: no loader (tsx, --import, --require) and no other script.
   expect(args.at(-1)).toMatch(/^dist\/.*\.js$/);

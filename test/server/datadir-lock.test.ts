@@ -93,3 +93,45 @@ describe('the data directory lock', () => {
     expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
   }, 180_000);
 });
+
+describe('npm start', () => {
+  /** Node pids the runs below saw holding a lock: killed at the end if a run left one behind. */
+  const servers: number[] = [];
+  afterAll(() => {
+    for (const pid of servers) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  });
+
+  // npm runs the script through `sh -c` and forwards SIGTERM and SIGINT to that shell. Without
+  // `exec` in the script the shell died of the signal and left node running, orphaned, with
+  // the lock held, and npm exited 143. Both runs build first (prestart), as a user's does.
+  it.each(['SIGTERM', 'SIGINT'] as const)('stops cleanly on %s sent to npm: exit 0, the server gone, the lock released', async (signal) => {
+    const dir = dataDir();
+    const npm = spawn('npm', ['start'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: '0', METRICS_PORT: '0', BILLING_DATA_DIR: dir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    npm.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    npm.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      npm.once('exit', (code, sig) => resolve({ code, signal: sig })),
+    );
+    const deadline = Date.now() + 150_000;
+    while (!/"billing service listening"/.test(output)) {
+      if (npm.exitCode !== null) throw new Error(`npm start exited before listening:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`npm start did not start:\n${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const server = (JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number }).pid;
+    servers.push(server);
+    expect(server).not.toBe(npm.pid); // the lock is the server's, npm's child
+
+    npm.kill(signal);
+    expect(await exit).toEqual({ code: 0, signal: null });
+    expect(output).toContain(`"signal":"${signal}","msg":"shutting down"`);
+    // npm waited for the server: gone, and its lock with it.
+    expect(isAlive(server)).toBe(false);
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+  }, 200_000);
+});
