@@ -10,8 +10,8 @@ import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/prot
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
-import type { Balance, Transaction } from '../../gen/billing/v1/types_pb.js';
-import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
+import type { Balance, Price, Transaction } from '../../gen/billing/v1/types_pb.js';
+import { Plan, TransactionType, WaivedReason } from '../../gen/billing/v1/types_pb.js';
 import type { PromoCode, VerifyLedgerResponse } from '../../gen/billing/v1/admin_service_pb.js';
 import { Code, ConnectError } from '@connectrpc/connect';
 import QRCode from 'qrcode';
@@ -165,6 +165,23 @@ function BalanceChart({ transactions }: { transactions: readonly Transaction[] }
   );
 }
 
+/** A charge's price breakdown as definition-list rows (empty for other types and for charges stored before prices were kept). */
+function priceFacts(p: Price | undefined): [string, string][] {
+  if (!p) return [];
+  const rows: [string, string][] = [['Price', `${credits(p.costMillicredits)} credits`]];
+  if (p.modelMultiplier !== '') {
+    rows.push(
+      ['Effective tokens', `${p.effectiveTokens.toLocaleString('en-US')} (tokens in + ${p.outputWeight} × tokens out)`],
+      ['Token formula', `${p.effectiveTokens.toLocaleString('en-US')} ÷ ${p.tokensPerUnit.toLocaleString('en-US')} × ${p.modelMultiplier} credits`],
+      ['Unrounded cost', `${p.unroundedCostMillicredits} milli-credits, rounded up to a tenth of a credit`],
+    );
+    if (p.minimumApplied) rows.push(['Minimum applied', 'yes: 0.5 credits, the least a run costs']);
+  } else if (p.quantity > 0n) {
+    rows.push(['Unit price', `${p.quantity.toLocaleString('en-US')} × ${credits(p.unitPriceMillicredits)} credits`]);
+  }
+  return rows;
+}
+
 function TransactionDetails({ t }: { t: Transaction }) {
   const facts: [string, string][] = [
     ['Transaction id', t.id],
@@ -173,7 +190,8 @@ function TransactionDetails({ t }: { t: Transaction }) {
     ['Product', t.product],
     ['Operation', t.operation],
     ['Idempotency key', t.idempotencyKey],
-    ['Waived', t.waivedReason ? String(t.waivedReason) : ''],
+    ['Waived', t.waivedReason ? WaivedReason[t.waivedReason] : ''],
+    ...priceFacts(t.price),
     ['Refund of', t.refundedTransactionId],
     ['Hold captured', t.reservationId],
     ...Object.entries(t.metadata).map(([k, v]): [string, string] => [`metadata ${k}`, v]),

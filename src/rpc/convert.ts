@@ -87,6 +87,7 @@ export function transactionToProto(t: TransactionView) {
     waivedReason: waivedToProto(t.waivedReason as WaivedReason | undefined),
     refundedTransactionId: t.refundedTransactionId ?? '',
     reservationId: t.reservationId ?? '',
+    ...(t.price ? { price: priceToProto(t.price) } : {}),
   });
 }
 

@@ -545,6 +545,8 @@ describe('over RPC against PostgreSQL', () => {
     const user = 'pricing-pro';
     const funds = 10_000_000_000n; // 10 million credits
     let spent = 0n;
+    /** Each charge's Price, by its transaction id. */
+    const prices = new Map<string, unknown>();
 
     beforeAll(async () => {
       await t.admin.setPlan({ userId: user, plan: Plan.PRO });
@@ -571,14 +573,46 @@ describe('over RPC against PostgreSQL', () => {
       expect(charged.price).toEqual(q.price);
       expect(charged.transaction?.amountMillicredits).toBe(-c.cost);
       expect(charged.transaction?.operation).toBe(c.model);
+      // The transaction carries the same breakdown as the response.
+      expect(charged.transaction?.price).toEqual(charged.price);
+      prices.set(charged.transaction!.id, charged.price);
       spent += c.cost;
       expect(charged.balance?.balanceMillicredits).toBe(funds - spent);
     });
 
-    it('the balance is the grant less the sum of the table', async () => {
-      const total = DEFAULT_TABLE.reduce((sum, c) => sum + c.cost, 0n);
+    it('the history keeps each charge\'s price breakdown; the funding grant has none', async () => {
+      const seen = new Map<string, unknown>();
+      let pageToken = '';
+      let grants = 0;
+      do {
+        const page = await t.billing.listTransactions({ userId: user, pageSize: 100, pageToken });
+        for (const row of page.transactions) {
+          if (prices.has(row.id)) seen.set(row.id, row.price);
+          else {
+            grants += 1;
+            expect(row.price).toBeUndefined();
+          }
+        }
+        pageToken = page.nextPageToken;
+      } while (pageToken !== '');
+      expect(grants).toBe(1);
+      expect(seen).toEqual(prices);
+    });
+
+    it('a replayed charge returns its transaction with the price', async () => {
+      const usage = tokenUsage('gpt-5.2', 12_345n, 678n);
+      const request = { userId: user, idempotencyKey: key('replay-price'), product: PRODUCT, usage };
+      const first = await t.billing.charge(request);
+      const again = await t.billing.charge(request);
+      expect(first.transaction?.price?.effectiveTokens).toBe(12_345n + 4n * 678n);
+      expect(again.transaction).toEqual(first.transaction);
+      expect(again.price).toEqual(first.price);
+      spent += first.chargedMillicredits;
+    });
+
+    it('the balance is the grant less every charge', async () => {
       const { balance } = await t.billing.getBalance({ userId: user });
-      expect(balance?.balanceMillicredits).toBe(funds - total);
+      expect(balance?.balanceMillicredits).toBe(funds - spent);
     });
   });
 

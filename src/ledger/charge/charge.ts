@@ -14,7 +14,7 @@ import type { AccountRow } from '../kernel/account-sql.js';
 import { placeholderTransaction } from '../kernel/credit.js';
 import { requestHash } from '../kernel/idempotency-sql.js';
 import { revenueAccount, userAccount } from '../kernel/names.js';
-import { balanceRecord, replayKind, type Same, storedBigint, transactionRecord } from '../kernel/replay.js';
+import { balanceRecord, priceRecord, replayKind, type Same, storedBigint, transactionRecord } from '../kernel/replay.js';
 import type { Decision, Kernel } from '../kernel/unit-of-work.js';
 import { balanceView, type BalanceView, type TransactionView } from '../kernel/views.js';
 import { checkPriceable, type PriceBreakdown, type PricedUsage, priceUsage, type Usage, type WaivedReason } from './pricing.js';
@@ -59,17 +59,7 @@ const chargeRecord = z.object({
   waivedReason: z
     .enum(['FINISH_TOOL_CALLS', 'FINISH_ERROR', 'ADMIN_PLAN', 'ENTITLEMENT', 'FREE_DAILY_OPERATION', 'ZERO_PRICE'])
     .optional(),
-  price: z.object({
-    costMillicredits: storedBigint,
-    effectiveTokens: storedBigint,
-    modelMultiplier: z.string(),
-    tokensPerUnit: storedBigint,
-    outputWeight: storedBigint,
-    unroundedCostMillicredits: z.string(),
-    minimumApplied: z.boolean(),
-    unitPriceMillicredits: storedBigint,
-    quantity: storedBigint,
-  }),
+  price: priceRecord,
   balance: balanceRecord,
 });
 const chargeMatchesView: Same<z.output<typeof chargeRecord>, ChargeResult> = true;
@@ -129,6 +119,7 @@ export function chargeDecision(
     metadata: request.metadata,
     ...waived,
     ...(hold ? { reservationId: hold.id } : {}),
+    price: priced.price,
   });
   return {
     result: {

@@ -3,6 +3,7 @@
 import type { Catalogue, Plan } from '../../domain/catalogue.js';
 import { BillingError, invalidField } from '../../domain/errors.js';
 import { divCeil, formatRatio, maxBigint, minBigint, pow10 } from '../../domain/money.js';
+import type { PriceBreakdown } from '../kernel/views.js';
 
 /** The minimum cost of a charged run: 0.5 credits, in tenths of a credit. */
 const RUN_MINIMUM_TENTHS = 5n;
@@ -27,18 +28,8 @@ export type Usage =
     }
   | { readonly kind: 'operation'; readonly name: string; readonly quantity: bigint };
 
-/** How a cost was computed; fields that do not apply stay at their zero value. */
-export interface PriceBreakdown {
-  costMillicredits: bigint;
-  effectiveTokens: bigint;
-  modelMultiplier: string;
-  tokensPerUnit: bigint;
-  outputWeight: bigint;
-  unroundedCostMillicredits: string;
-  minimumApplied: boolean;
-  unitPriceMillicredits: bigint;
-  quantity: bigint;
-}
+/** How a cost was computed; fields that do not apply stay at their zero value (kernel/views.ts). */
+export type { PriceBreakdown };
 
 /** What the user of a charge is, as far as pricing cares. */
 export interface PricingSubject {

@@ -2,6 +2,7 @@
 // idempotency records, in one statement inside a batch of units of work (batch.ts).
 import type { SqlSession } from '../../storage/database.js';
 import { toBigint } from '../../storage/rows.js';
+import { bigintReplacer } from './replay.js';
 import type { TransactionRow } from './transactions-sql.js';
 
 interface Posting {
@@ -37,9 +38,9 @@ export async function appendTransactions(s: SqlSession, writes: readonly LedgerW
   const rows = await s.query(
     `with w as (
        select * from unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[])
+                            $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[])
          with ordinality as w (user_id, amount, balance_after, type, product, operation, reference, reason, idempotency_key,
-                               metadata, waived_reason, refunded_transaction_id, reservation_id, request_hash, replay, ord)
+                               metadata, waived_reason, refunded_transaction_id, reservation_id, request_hash, replay, price, ord)
      ), acct as (
        update user_accounts a
           set balance_millicredits = a.balance_millicredits + d.delta,
@@ -50,9 +51,9 @@ export async function appendTransactions(s: SqlSession, writes: readonly LedgerW
      ), txn as (
        insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, product, operation,
                                  reference, reason, idempotency_key, metadata, waived_reason, refunded_transaction_id,
-                                 reservation_id)
+                                 reservation_id, price)
        select user_id, type, amount, balance_after, product, operation, reference, reason, idempotency_key, metadata::jsonb,
-              waived_reason, refunded_transaction_id, reservation_id
+              waived_reason, refunded_transaction_id, reservation_id, price::jsonb
          from w order by ord
        returning id, user_id, idempotency_key, created_at
      ), placed as (
@@ -60,7 +61,7 @@ export async function appendTransactions(s: SqlSession, writes: readonly LedgerW
      ), post as (
        insert into postings (transaction_id, account, amount_millicredits)
        select placed.id, p.account, p.amount
-         from unnest($16::bigint[], $17::text[], $18::bigint[]) with ordinality as p (owner, account, amount, n)
+         from unnest($17::bigint[], $18::text[], $19::bigint[]) with ordinality as p (owner, account, amount, n)
          join placed on placed.ord = p.owner
         order by p.n
      ), idem as (
@@ -90,6 +91,7 @@ export async function appendTransactions(s: SqlSession, writes: readonly LedgerW
       column((w) => w.reservationId ?? null),
       column((w) => w.requestHash),
       column((w) => w.replayJson),
+      column((w) => (w.price ? JSON.stringify(w.price, bigintReplacer) : null)),
       postings.map((p) => p.ord),
       postings.map((p) => p.account),
       postings.map((p) => p.amountMillicredits.toString()),

@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import { PLANS } from '../../domain/catalogue.js';
 import { TRANSACTION_TYPES } from './names.js';
-import type { BalanceView, TransactionView } from './views.js';
+import type { BalanceView, PriceBreakdown, TransactionView } from './views.js';
 
 const REPLAY_VERSION = 1;
 
@@ -41,6 +41,21 @@ export const balanceRecord = z.object({
   freeOperationsRemaining: storedBigint,
 });
 
+/** A PriceBreakdown as stored, in a replay record and in transactions.price. */
+export const priceRecord = z.object({
+  costMillicredits: storedBigint,
+  effectiveTokens: storedBigint,
+  modelMultiplier: z.string(),
+  tokensPerUnit: storedBigint,
+  outputWeight: storedBigint,
+  unroundedCostMillicredits: z.string(),
+  minimumApplied: z.boolean(),
+  unitPriceMillicredits: storedBigint,
+  quantity: storedBigint,
+});
+const priceMatchesView: Same<z.output<typeof priceRecord>, PriceBreakdown> = true;
+void priceMatchesView;
+
 export const transactionRecord = z.object({
   id: z.string(),
   userId: z.string(),
@@ -56,6 +71,8 @@ export const transactionRecord = z.object({
   waivedReason: z.string().optional(),
   refundedTransactionId: z.string().optional(),
   reservationId: z.string().optional(),
+  // Absent in records written before charges stored their price.
+  price: priceRecord.optional(),
   createdAtMs: storedMs,
 });
 

@@ -3,6 +3,8 @@
 import type { Row } from '../../storage/database.js';
 import { toBigint } from '../../storage/rows.js';
 import type { TransactionType } from './names.js';
+import { priceRecord } from './replay.js';
+import type { PriceBreakdown } from './views.js';
 
 export interface TransactionRow {
   id: string;
@@ -19,13 +21,15 @@ export interface TransactionRow {
   waivedReason?: string;
   refundedTransactionId?: string;
   reservationId?: string;
+  /** A charge's price breakdown (transactions.price, in the replay record's bigint form); absent otherwise. */
+  price?: PriceBreakdown;
   createdAtMs: number;
 }
 
 /** The select list that mapTransaction reads, over `transactions t`. */
 export const TRANSACTION_COLUMNS = `t.id::text as id, t.user_id, t.type, t.amount_millicredits::text as amount,
   t.balance_after_millicredits::text as balance_after, t.product, t.operation, t.reference, t.reason, t.idempotency_key,
-  t.metadata, t.waived_reason, t.refunded_transaction_id::text as refunded_id, t.reservation_id::text as reservation_id,
+  t.metadata, t.waived_reason, t.refunded_transaction_id::text as refunded_id, t.reservation_id::text as reservation_id, t.price,
   floor(extract(epoch from t.created_at) * 1000)::text as created_ms`;
 
 export function mapTransaction(row: Row): TransactionRow {
@@ -46,5 +50,6 @@ export function mapTransaction(row: Row): TransactionRow {
   if (typeof row.waived_reason === 'string') base.waivedReason = row.waived_reason;
   if (typeof row.refunded_id === 'string') base.refundedTransactionId = row.refunded_id;
   if (typeof row.reservation_id === 'string') base.reservationId = row.reservation_id;
+  if (row.price !== null && row.price !== undefined) base.price = priceRecord.parse(row.price);
   return base;
 }

@@ -18,6 +18,22 @@ export interface BalanceView {
   freeOperationsRemaining: bigint;
 }
 
+/**
+ * How a charge's cost was computed (the Price of Charge and Quote). Kept in the kernel
+ * because a CHARGE transaction stores it (transactions.price), for the history to show.
+ */
+export interface PriceBreakdown {
+  costMillicredits: bigint;
+  effectiveTokens: bigint;
+  modelMultiplier: string;
+  tokensPerUnit: bigint;
+  outputWeight: bigint;
+  unroundedCostMillicredits: string;
+  minimumApplied: boolean;
+  unitPriceMillicredits: bigint;
+  quantity: bigint;
+}
+
 export interface TransactionView {
   id: string;
   userId: string;
@@ -34,6 +50,8 @@ export interface TransactionView {
   refundedTransactionId?: string;
   /** For a charge that captured a hold: the hold's id. */
   reservationId?: string;
+  /** For a charge: how its cost was computed, as priced at the charge (absent on charges stored before the column). */
+  price?: PriceBreakdown;
   createdAtMs: number;
 }
 
@@ -77,5 +95,6 @@ export function transactionView(row: TransactionRow): TransactionView {
   if (row.waivedReason !== undefined) view.waivedReason = row.waivedReason;
   if (row.refundedTransactionId !== undefined) view.refundedTransactionId = row.refundedTransactionId;
   if (row.reservationId !== undefined) view.reservationId = row.reservationId;
+  if (row.price !== undefined) view.price = row.price;
   return view;
 }
