@@ -19,6 +19,7 @@ import type { Deposit, GetDepositAddressResponse } from '../../gen/billing/v1/wa
 import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
 import { admin, billing, explain, newKey, setToken, token, wallet, walletDisabled } from './api.js';
 import { credits, parseCredits } from './money.js';
+import { Holds } from './holds.js';
 
 const PAGE_SIZE = 10;
 const TYPES = [
@@ -609,6 +610,7 @@ function UserPage({ userId }: { userId: string }) {
             <PlanForm key={`${userId}-${balance.plan}`} balance={balance} confirm={confirm} done={changed} />
             <EntitlementForm balance={balance} confirm={confirm} done={changed} />
           </div>
+          <Holds userId={userId} version={version} />
           <History userId={userId} version={version} confirm={confirm} changed={changed} />
           <Deposits key={`${userId}-${version}`} userId={userId} />
         </>

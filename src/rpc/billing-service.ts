@@ -72,6 +72,10 @@ export function billingService({ charges, holds, promos, credits, history }: Led
       });
       return { transactions: page.transactions.map(transactionToProto), nextPageToken: page.nextPageToken };
     },
+    async listHolds(req) {
+      const page = await holds.active({ userId: req.userId, pageSize: req.pageSize, pageToken: req.pageToken });
+      return { holds: page.holds.map(reservationToProto), nextPageToken: page.nextPageToken };
+    },
     async charge(req, context) {
       const result = noteReplay(context.values, await charges.charge({
         userId: req.userId,

@@ -90,6 +90,11 @@ function specs(now: Date): RpcSpec[] {
       extra: { ...STRING_EXTRA, page_token: v.TRANSACTION_PAGE_TOKEN },
     },
     {
+      method: M.listHolds,
+      baselines: [(f) => ({ userId: f.richUser, pageSize: 10 })],
+      extra: { ...STRING_EXTRA, page_token: v.HOLD_PAGE_TOKEN },
+    },
+    {
       method: M.quote,
       baselines: [
         (f) => ({ userId: f.richUser, product: 'muse', tokenUsage: tokenUsage() }),

@@ -126,6 +126,19 @@ export const TRANSACTION_PAGE_TOKEN: readonly Hostile[] = [
   both('300 characters', 'A'.repeat(300)),
 ];
 
+/** Page tokens of ListHolds: base64url of "h1." and a reservation id. */
+export const HOLD_PAGE_TOKEN: readonly Hostile[] = [
+  both('garbage', '!!!not-base64!!!'),
+  both('a transaction page token (t1.5)', token('t1.5')),
+  both('another version\'s prefix (h2.5)', token('h2.5')),
+  both('id 2^63 (9223372036854775808)', token('h1.9223372036854775808')),
+  both('id 0', token('h1.0')),
+  both('id -1', token('h1.-1')),
+  both('empty id', token('h1.')),
+  both('valid token with junk appended', `${token('h1.5')}$$`),
+  both('300 characters', 'A'.repeat(300)),
+];
+
 /** Page tokens of ListPromoCodes: base64url of "c1." and an upper-case code. */
 export const PROMO_PAGE_TOKEN: readonly Hostile[] = [
   both('garbage', '!!!not-base64!!!'),

@@ -1,12 +1,13 @@
 // The ops console in a real headless Chromium (Debian's, driven by playwright-core) against
 // the real server on PostgreSQL: the static files at /console/, finding a user, the balance
-// and the paged history, grant, refund, set plan, a double-clicked grant paying once, and a
+// and the paged history, the active holds, grant, refund, set plan, a double-clicked grant paying once, and a
 // token without the "grant" scope seeing the refusal explained. Takes the README's
 // screenshots (docs/console-user.png, docs/console-promo.png) and checks a phone width.
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
 import { key, startTestApp, type TestApp } from '../support/app.js';
 import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from '../support/chain.js';
@@ -232,6 +233,34 @@ describe('the user page', () => {
     const widths = await page.evaluate('[document.documentElement.scrollWidth, document.documentElement.clientWidth]') as number[];
     expect(widths[0]).toBeLessThanOrEqual(widths[1]!);
     await page.screenshot({ path: path.join(ROOT, 'docs/console-phone.png'), fullPage: true });
+    await page.close();
+  });
+});
+
+describe('holds on the user page', () => {
+  it('shows a hold placed through the API with its amount and expiry, and the empty state once it is released', async () => {
+    const userId = 'console-holder';
+    await t.billing.grant({ userId, idempotencyKey: key('fund'), grant: { case: 'amountMillicredits', value: 10_000n }, reason: 'funds' }, auth(OPERATOR));
+    const { reservation } = await t.billing.reserve(
+      { userId, idempotencyKey: key('hold'), product: 'muse', amount: { case: 'amountMillicredits', value: 2_500n }, ttlSeconds: 3600 },
+      auth(SUPPORT),
+    );
+    const expires = timestampDate(reservation!.expiresAt!).toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+    const page = await open(SUPPORT, `#/user/${userId}`);
+    const holds = page.getByRole('region', { name: 'Holds' });
+    await expect.poll(() => holds.locator('caption').textContent()).toContain('Active holds');
+    const rows = page.getByTestId('hold-row');
+    await expect.poll(() => rows.count()).toBe(1);
+    const text = (await rows.first().textContent()) ?? '';
+    expect(text).toContain(reservation!.id);
+    expect(text).toContain('2.500');
+    expect(text).toContain(expires);
+    expect(text).toMatch(/in (60|59) min/);
+    expect(await page.locator('[data-field="Reserved"]').textContent()).toBe('2.500');
+    await t.billing.release({ userId, idempotencyKey: key('release'), reservationId: reservation!.id }, auth(SUPPORT));
+    await page.reload();
+    await expect.poll(() => holds.textContent()).toContain('No active holds.');
+    expect(await rows.count()).toBe(0);
     await page.close();
   });
 });

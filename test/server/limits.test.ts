@@ -86,6 +86,7 @@ const table: LimitTable = limitTable(SCOPED_SERVICES);
 const HAND_WRITTEN: Readonly<Record<string, readonly string[]>> = {
   'billing.v1.GetBalanceRequest': ['user_id'],
   'billing.v1.ListTransactionsRequest': ['user_id', 'page_size', 'types'],
+  'billing.v1.ListHoldsRequest': ['user_id', 'page_size'],
   'billing.v1.QuoteRequest': ['user_id', 'product', 'usage', ...usagePaths(false)],
   'billing.v1.ReserveRequest': ['user_id', 'idempotency_key', 'usage', ...usagePaths(true), 'ttl_seconds', 'product'],
   'billing.v1.ReleaseRequest': ['user_id', 'idempotency_key', 'reservation_id'],

@@ -24,6 +24,8 @@ describe('scopes from the contract', () => {
     for (const method of WalletService.methods) expect(table.get(`billing.v1.WalletService/${method.name}`)).toBe('wallet');
     expect(table.size).toBe(BillingService.methods.length + AdminService.methods.length + WalletService.methods.length);
     expect(getOption(BillingService.method.charge, scope)).toBe(Scope.SPEND);
+    // The reads GetBalance, ListTransactions and ListHolds share the "spend" scope.
+    for (const read of ['GetBalance', 'ListTransactions', 'ListHolds']) expect(table.get(`billing.v1.BillingService/${read}`), read).toBe('spend');
   });
 
   it('refuses to start with a method that declares no scope, naming it', () => {

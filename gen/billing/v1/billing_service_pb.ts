@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/billing_service.proto.
  */
 export const file_billing_v1_billing_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBiaWxsaW5nL3YxL2JpbGxpbmdfc2VydmljZS5wcm90bxIKYmlsbGluZy52MSIzChFHZXRCYWxhbmNlUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABIjoKEkdldEJhbGFuY2VSZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIq0BChdMaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEioKCXBhZ2Vfc2l6ZRgCIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgDIAEoCRIyCgV0eXBlcxgEIAMoDjIbLmJpbGxpbmcudjEuVHJhbnNhY3Rpb25UeXBlQgbS8xgCIgAiYgoYTGlzdFRyYW5zYWN0aW9uc1Jlc3BvbnNlEi0KDHRyYW5zYWN0aW9ucxgBIAMoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIr4BCgxRdW90ZVJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARIdCgdwcm9kdWN0GAIgASgJQgzS8xgICgYIAxABGEASLQoLdG9rZW5fdXNhZ2UYAyABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBCABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSABCDwoFdXNhZ2USBtrzGAIIASJ9Cg1RdW90ZVJlc3BvbnNlEhkKEWNvc3RfbWlsbGljcmVkaXRzGAEgASgDEiAKBXByaWNlGAIgASgLMhEuYmlsbGluZy52MS5QcmljZRIvCg13YWl2ZWRfcmVhc29uGAMgASgOMhguYmlsbGluZy52MS5XYWl2ZWRSZWFzb24i0gIKDlJlc2VydmVSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYAyABKANCEdLzGA0SCwgBEICglKWNHSABSAASLQoLdG9rZW5fdXNhZ2UYBCABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBSABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSAASLgoLdHRsX3NlY29uZHMYBiABKAVCGdLzGBUSEwgBEICjBRoLdGhlIGRlZmF1bHQSHQoHcHJvZHVjdBgHIAEoCUIM0vMYCAoGCAMQARhAQhcKBmFtb3VudBIN2vMYCQgBEgV1c2FnZSJlCg9SZXNlcnZlUmVzcG9uc2USLAoLcmVzZXJ2YXRpb24YASABKAsyFy5iaWxsaW5nLnYxLlJlc2VydmF0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UiiQEKDlJlbGVhc2VSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEi8KDnJlc2VydmF0aW9uX2lkGAMgASgJQhfS8xgTChEIBRABIgtyZXNlcnZhdGlvbiJlCg9SZWxlYXNlUmVzcG9uc2USLAoLcmVzZXJ2YXRpb24YASABKAsyFy5iaWxsaW5nLnYxLlJlc2VydmF0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UihAQKDUNoYXJnZVJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARImCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCDdLzGAkKBwgBEAEY/wESHQoHcHJvZHVjdBgDIAEoCUIM0vMYCAoGCAMQARhAEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANCEdLzGA0SCwgBEICglKWNHSABSAASLQoLdG9rZW5fdXNhZ2UYBSABKAsyFi5iaWxsaW5nLnYxLlRva2VuVXNhZ2VIABIvCglvcGVyYXRpb24YBiABKAsyGi5iaWxsaW5nLnYxLk9wZXJhdGlvblVzYWdlSAASLQoOcmVzZXJ2YXRpb25faWQYByABKAlCFdLzGBEKDwgFIgtyZXNlcnZhdGlvbhIVCg1hbGxvd19wYXJ0aWFsGAggASgIEh4KCXJlZmVyZW5jZRgJIAEoCUIL0vMYBwoFCAEY/wESUgoIbWV0YWRhdGEYCiADKAsyJy5iaWxsaW5nLnYxLkNoYXJnZVJlcXVlc3QuTWV0YWRhdGFFbnRyeUIX0vMYExoRCBASBggBEAEYQBoFCAEYgAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KBXVzYWdlEgba8xgCCAEi9QEKDkNoYXJnZVJlc3BvbnNlEiwKC3RyYW5zYWN0aW9uGAEgASgLMhcuYmlsbGluZy52MS5UcmFuc2FjdGlvbhIcChRjaGFyZ2VkX21pbGxpY3JlZGl0cxgCIAEoAxIeChZzaG9ydGZhbGxfbWlsbGljcmVkaXRzGAMgASgDEi8KDXdhaXZlZF9yZWFzb24YBCABKA4yGC5iaWxsaW5nLnYxLldhaXZlZFJlYXNvbhIgCgVwcmljZRgFIAEoCzIRLmJpbGxpbmcudjEuUHJpY2USJAoHYmFsYW5jZRgGIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSL0AQoNUmVmdW5kUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIvCg50cmFuc2FjdGlvbl9pZBgDIAEoCUIX0vMYEwoRCAUQASILdHJhbnNhY3Rpb24SSwoTYW1vdW50X21pbGxpY3JlZGl0cxgEIAEoA0Iu0vMYKhIoCAEQgKCUpY0dGhthbGwgdGhhdCByZW1haW5zIHVucmVmdW5kZWQgARIdCgZyZWFzb24YBSABKAlCDdLzGAkKBwgBEAEY/wEiZAoOUmVmdW5kUmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2Ui9wIKDEdyYW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIbCgNza3UYAyABKAlCDNLzGAgKBggDEAEYQEgAEjAKE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANCEdLzGA0SCwgBEICglKWNHSABSAASGwoGcmVhc29uGAUgASgJQgvS8xgHCgUIARj/ARIeCglyZWZlcmVuY2UYBiABKAlCC9LzGAcKBQgBGP8BElEKCG1ldGFkYXRhGAcgAygLMiYuYmlsbGluZy52MS5HcmFudFJlcXVlc3QuTWV0YWRhdGFFbnRyeUIX0vMYExoRCBASBggBEAEYQBoFCAEYgAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQg8KBWdyYW50Egba8xgCCAEiYwoNR3JhbnRSZXNwb25zZRIsCgt0cmFuc2FjdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SJAoHYmFsYW5jZRgCIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSJzCg1SZWRlZW1SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEhoKBGNvZGUYAyABKAlCDNLzGAgKBggEEAEYQCJkCg5SZWRlZW1SZXNwb25zZRIsCgt0cmFuc2FjdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SJAoHYmFsYW5jZRgCIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZTLCBQoOQmlsbGluZ1NlcnZpY2USVAoKR2V0QmFsYW5jZRIdLmJpbGxpbmcudjEuR2V0QmFsYW5jZVJlcXVlc3QaHi5iaWxsaW5nLnYxLkdldEJhbGFuY2VSZXNwb25zZSIHkAIByPMYARJmChBMaXN0VHJhbnNhY3Rpb25zEiMuYmlsbGluZy52MS5MaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBokLmJpbGxpbmcudjEuTGlzdFRyYW5zYWN0aW9uc1Jlc3BvbnNlIgeQAgHI8xgBEkUKBVF1b3RlEhguYmlsbGluZy52MS5RdW90ZVJlcXVlc3QaGS5iaWxsaW5nLnYxLlF1b3RlUmVzcG9uc2UiB5ACAcjzGAESSAoHUmVzZXJ2ZRIaLmJpbGxpbmcudjEuUmVzZXJ2ZVJlcXVlc3QaGy5iaWxsaW5nLnYxLlJlc2VydmVSZXNwb25zZSIEyPMYARJICgdSZWxlYXNlEhouYmlsbGluZy52MS5SZWxlYXNlUmVxdWVzdBobLmJpbGxpbmcudjEuUmVsZWFzZVJlc3BvbnNlIgTI8xgBEkUKBkNoYXJnZRIZLmJpbGxpbmcudjEuQ2hhcmdlUmVxdWVzdBoaLmJpbGxpbmcudjEuQ2hhcmdlUmVzcG9uc2UiBMjzGAESRQoGUmVmdW5kEhkuYmlsbGluZy52MS5SZWZ1bmRSZXF1ZXN0GhouYmlsbGluZy52MS5SZWZ1bmRSZXNwb25zZSIEyPMYAhJCCgVHcmFudBIYLmJpbGxpbmcudjEuR3JhbnRSZXF1ZXN0GhkuYmlsbGluZy52MS5HcmFudFJlc3BvbnNlIgTI8xgCEkUKBlJlZGVlbRIZLmJpbGxpbmcudjEuUmVkZWVtUmVxdWVzdBoaLmJpbGxpbmcudjEuUmVkZWVtUmVzcG9uc2UiBMjzGAFCfAoOY29tLmJpbGxpbmcudjFCE0JpbGxpbmdTZXJ2aWNlUHJvdG9QAVorY3JlZGl0cy1iaWxsaW5nL2dlbi9nby9iaWxsaW5nL3YxO2JpbGxpbmd2MaoCCkJpbGxpbmcuVjHKAgpCaWxsaW5nXFYx6gILQmlsbGluZzo6VjFiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types]);
+  fileDesc("CiBiaWxsaW5nL3YxL2JpbGxpbmdfc2VydmljZS5wcm90bxIKYmlsbGluZy52MSIzChFHZXRCYWxhbmNlUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABIjoKEkdldEJhbGFuY2VSZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIq0BChdMaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEioKCXBhZ2Vfc2l6ZRgCIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgDIAEoCRIyCgV0eXBlcxgEIAMoDjIbLmJpbGxpbmcudjEuVHJhbnNhY3Rpb25UeXBlQgbS8xgCIgAiYgoYTGlzdFRyYW5zYWN0aW9uc1Jlc3BvbnNlEi0KDHRyYW5zYWN0aW9ucxgBIAMoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInIKEExpc3RIb2xkc1JlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARIqCglwYWdlX3NpemUYAiABKAVCF9LzGBMSEQgBEGQaC3RoZSBkZWZhdWx0EhIKCnBhZ2VfdG9rZW4YAyABKAkiVAoRTGlzdEhvbGRzUmVzcG9uc2USJgoFaG9sZHMYASADKAsyFy5iaWxsaW5nLnYxLlJlc2VydmF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK+AQoMUXVvdGVSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESHQoHcHJvZHVjdBgCIAEoCUIM0vMYCAoGCAMQARhAEi0KC3Rva2VuX3VzYWdlGAMgASgLMhYuYmlsbGluZy52MS5Ub2tlblVzYWdlSAASLwoJb3BlcmF0aW9uGAQgASgLMhouYmlsbGluZy52MS5PcGVyYXRpb25Vc2FnZUgAQg8KBXVzYWdlEgba8xgCCAEifQoNUXVvdGVSZXNwb25zZRIZChFjb3N0X21pbGxpY3JlZGl0cxgBIAEoAxIgCgVwcmljZRgCIAEoCzIRLmJpbGxpbmcudjEuUHJpY2USLwoNd2FpdmVkX3JlYXNvbhgDIAEoDjIYLmJpbGxpbmcudjEuV2FpdmVkUmVhc29uItICCg5SZXNlcnZlUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIwChNhbW91bnRfbWlsbGljcmVkaXRzGAMgASgDQhHS8xgNEgsIARCAoJSljR0gAUgAEi0KC3Rva2VuX3VzYWdlGAQgASgLMhYuYmlsbGluZy52MS5Ub2tlblVzYWdlSAASLwoJb3BlcmF0aW9uGAUgASgLMhouYmlsbGluZy52MS5PcGVyYXRpb25Vc2FnZUgAEi4KC3R0bF9zZWNvbmRzGAYgASgFQhnS8xgVEhMIARCAowUaC3RoZSBkZWZhdWx0Eh0KB3Byb2R1Y3QYByABKAlCDNLzGAgKBggDEAEYQEIXCgZhbW91bnQSDdrzGAkIARIFdXNhZ2UiZQoPUmVzZXJ2ZVJlc3BvbnNlEiwKC3Jlc2VydmF0aW9uGAEgASgLMhcuYmlsbGluZy52MS5SZXNlcnZhdGlvbhIkCgdiYWxhbmNlGAIgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIokBCg5SZWxlYXNlUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIvCg5yZXNlcnZhdGlvbl9pZBgDIAEoCUIX0vMYEwoRCAUQASILcmVzZXJ2YXRpb24iZQoPUmVsZWFzZVJlc3BvbnNlEiwKC3Jlc2VydmF0aW9uGAEgASgLMhcuYmlsbGluZy52MS5SZXNlcnZhdGlvbhIkCgdiYWxhbmNlGAIgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIoQECg1DaGFyZ2VSZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoPaWRlbXBvdGVuY3lfa2V5GAIgASgJQg3S8xgJCgcIARABGP8BEh0KB3Byb2R1Y3QYAyABKAlCDNLzGAgKBggDEAEYQBIwChNhbW91bnRfbWlsbGljcmVkaXRzGAQgASgDQhHS8xgNEgsIARCAoJSljR0gAUgAEi0KC3Rva2VuX3VzYWdlGAUgASgLMhYuYmlsbGluZy52MS5Ub2tlblVzYWdlSAASLwoJb3BlcmF0aW9uGAYgASgLMhouYmlsbGluZy52MS5PcGVyYXRpb25Vc2FnZUgAEi0KDnJlc2VydmF0aW9uX2lkGAcgASgJQhXS8xgRCg8IBSILcmVzZXJ2YXRpb24SFQoNYWxsb3dfcGFydGlhbBgIIAEoCBIeCglyZWZlcmVuY2UYCSABKAlCC9LzGAcKBQgBGP8BElIKCG1ldGFkYXRhGAogAygLMicuYmlsbGluZy52MS5DaGFyZ2VSZXF1ZXN0Lk1ldGFkYXRhRW50cnlCF9LzGBMaEQgQEgYIARABGEAaBQgBGIAEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCgV1c2FnZRIG2vMYAggBIvUBCg5DaGFyZ2VSZXNwb25zZRIsCgt0cmFuc2FjdGlvbhgBIAEoCzIXLmJpbGxpbmcudjEuVHJhbnNhY3Rpb24SHAoUY2hhcmdlZF9taWxsaWNyZWRpdHMYAiABKAMSHgoWc2hvcnRmYWxsX21pbGxpY3JlZGl0cxgDIAEoAxIvCg13YWl2ZWRfcmVhc29uGAQgASgOMhguYmlsbGluZy52MS5XYWl2ZWRSZWFzb24SIAoFcHJpY2UYBSABKAsyES5iaWxsaW5nLnYxLlByaWNlEiQKB2JhbGFuY2UYBiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2Ui9AEKDVJlZnVuZFJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARImCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCDdLzGAkKBwgBEAEY/wESLwoOdHJhbnNhY3Rpb25faWQYAyABKAlCF9LzGBMKEQgFEAEiC3RyYW5zYWN0aW9uEksKE2Ftb3VudF9taWxsaWNyZWRpdHMYBCABKANCLtLzGCoSKAgBEICglKWNHRobYWxsIHRoYXQgcmVtYWlucyB1bnJlZnVuZGVkIAESHQoGcmVhc29uGAUgASgJQg3S8xgJCgcIARABGP8BImQKDlJlZnVuZFJlc3BvbnNlEiwKC3RyYW5zYWN0aW9uGAEgASgLMhcuYmlsbGluZy52MS5UcmFuc2FjdGlvbhIkCgdiYWxhbmNlGAIgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlIvcCCgxHcmFudFJlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARImCg9pZGVtcG90ZW5jeV9rZXkYAiABKAlCDdLzGAkKBwgBEAEY/wESGwoDc2t1GAMgASgJQgzS8xgICgYIAxABGEBIABIwChNhbW91bnRfbWlsbGljcmVkaXRzGAQgASgDQhHS8xgNEgsIARCAoJSljR0gAUgAEhsKBnJlYXNvbhgFIAEoCUIL0vMYBwoFCAEY/wESHgoJcmVmZXJlbmNlGAYgASgJQgvS8xgHCgUIARj/ARJRCghtZXRhZGF0YRgHIAMoCzImLmJpbGxpbmcudjEuR3JhbnRSZXF1ZXN0Lk1ldGFkYXRhRW50cnlCF9LzGBMaEQgQEgYIARABGEAaBQgBGIAEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIPCgVncmFudBIG2vMYAggBImMKDUdyYW50UmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UicwoNUmVkZWVtUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiYKD2lkZW1wb3RlbmN5X2tleRgCIAEoCUIN0vMYCQoHCAEQARj/ARIaCgRjb2RlGAMgASgJQgzS8xgICgYIBBABGEAiZAoOUmVkZWVtUmVzcG9uc2USLAoLdHJhbnNhY3Rpb24YASABKAsyFy5iaWxsaW5nLnYxLlRyYW5zYWN0aW9uEiQKB2JhbGFuY2UYAiABKAsyEy5iaWxsaW5nLnYxLkJhbGFuY2UylQYKDkJpbGxpbmdTZXJ2aWNlElQKCkdldEJhbGFuY2USHS5iaWxsaW5nLnYxLkdldEJhbGFuY2VSZXF1ZXN0Gh4uYmlsbGluZy52MS5HZXRCYWxhbmNlUmVzcG9uc2UiB5ACAcjzGAESZgoQTGlzdFRyYW5zYWN0aW9ucxIjLmJpbGxpbmcudjEuTGlzdFRyYW5zYWN0aW9uc1JlcXVlc3QaJC5iaWxsaW5nLnYxLkxpc3RUcmFuc2FjdGlvbnNSZXNwb25zZSIHkAIByPMYARJRCglMaXN0SG9sZHMSHC5iaWxsaW5nLnYxLkxpc3RIb2xkc1JlcXVlc3QaHS5iaWxsaW5nLnYxLkxpc3RIb2xkc1Jlc3BvbnNlIgeQAgHI8xgBEkUKBVF1b3RlEhguYmlsbGluZy52MS5RdW90ZVJlcXVlc3QaGS5iaWxsaW5nLnYxLlF1b3RlUmVzcG9uc2UiB5ACAcjzGAESSAoHUmVzZXJ2ZRIaLmJpbGxpbmcudjEuUmVzZXJ2ZVJlcXVlc3QaGy5iaWxsaW5nLnYxLlJlc2VydmVSZXNwb25zZSIEyPMYARJICgdSZWxlYXNlEhouYmlsbGluZy52MS5SZWxlYXNlUmVxdWVzdBobLmJpbGxpbmcudjEuUmVsZWFzZVJlc3BvbnNlIgTI8xgBEkUKBkNoYXJnZRIZLmJpbGxpbmcudjEuQ2hhcmdlUmVxdWVzdBoaLmJpbGxpbmcudjEuQ2hhcmdlUmVzcG9uc2UiBMjzGAESRQoGUmVmdW5kEhkuYmlsbGluZy52MS5SZWZ1bmRSZXF1ZXN0GhouYmlsbGluZy52MS5SZWZ1bmRSZXNwb25zZSIEyPMYAhJCCgVHcmFudBIYLmJpbGxpbmcudjEuR3JhbnRSZXF1ZXN0GhkuYmlsbGluZy52MS5HcmFudFJlc3BvbnNlIgTI8xgCEkUKBlJlZGVlbRIZLmJpbGxpbmcudjEuUmVkZWVtUmVxdWVzdBoaLmJpbGxpbmcudjEuUmVkZWVtUmVzcG9uc2UiBMjzGAFCfAoOY29tLmJpbGxpbmcudjFCE0JpbGxpbmdTZXJ2aWNlUHJvdG9QAVorY3JlZGl0cy1iaWxsaW5nL2dlbi9nby9iaWxsaW5nL3YxO2JpbGxpbmd2MaoCCkJpbGxpbmcuVjHKAgpCaWxsaW5nXFYx6gILQmlsbGluZzo6VjFiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types]);
 
 /**
  * GetBalanceRequest names the user to read.
@@ -129,6 +129,70 @@ export const ListTransactionsResponseSchema: GenMessage<ListTransactionsResponse
   messageDesc(file_billing_v1_billing_service, 3);
 
 /**
+ * ListHoldsRequest asks for one page of a user's active holds.
+ *
+ * @generated from message billing.v1.ListHoldsRequest
+ */
+export type ListHoldsRequest = Message<"billing.v1.ListHoldsRequest"> & {
+  /**
+   * The user, 1–128 chars of [A-Za-z0-9._:@-].
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Page size, 1–100; 0 means 50.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListHoldsRequest.
+ * Use `create(ListHoldsRequestSchema)` to create a new message.
+ */
+export const ListHoldsRequestSchema: GenMessage<ListHoldsRequest> = /*@__PURE__*/
+  messageDesc(file_billing_v1_billing_service, 4);
+
+/**
+ * ListHoldsResponse is one page of active holds.
+ *
+ * @generated from message billing.v1.ListHoldsResponse
+ */
+export type ListHoldsResponse = Message<"billing.v1.ListHoldsResponse"> & {
+  /**
+   * Oldest first, each ACTIVE with its amount, product, created_at and expires_at. A hold
+   * that expires, is captured or is released between two pages is not on the later one.
+   *
+   * @generated from field: repeated billing.v1.Reservation holds = 1;
+   */
+  holds: Reservation[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message billing.v1.ListHoldsResponse.
+ * Use `create(ListHoldsResponseSchema)` to create a new message.
+ */
+export const ListHoldsResponseSchema: GenMessage<ListHoldsResponse> = /*@__PURE__*/
+  messageDesc(file_billing_v1_billing_service, 5);
+
+/**
  * QuoteRequest names a usage to price for a user.
  *
  * @generated from message billing.v1.QuoteRequest
@@ -177,7 +241,7 @@ export type QuoteRequest = Message<"billing.v1.QuoteRequest"> & {
  * Use `create(QuoteRequestSchema)` to create a new message.
  */
 export const QuoteRequestSchema: GenMessage<QuoteRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 4);
+  messageDesc(file_billing_v1_billing_service, 6);
 
 /**
  * QuoteResponse is the price the usage would cost now.
@@ -212,7 +276,7 @@ export type QuoteResponse = Message<"billing.v1.QuoteResponse"> & {
  * Use `create(QuoteResponseSchema)` to create a new message.
  */
 export const QuoteResponseSchema: GenMessage<QuoteResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 5);
+  messageDesc(file_billing_v1_billing_service, 7);
 
 /**
  * ReserveRequest places a hold.
@@ -286,7 +350,7 @@ export type ReserveRequest = Message<"billing.v1.ReserveRequest"> & {
  * Use `create(ReserveRequestSchema)` to create a new message.
  */
 export const ReserveRequestSchema: GenMessage<ReserveRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 6);
+  messageDesc(file_billing_v1_billing_service, 8);
 
 /**
  * ReserveResponse is the new hold and the balance after it.
@@ -314,7 +378,7 @@ export type ReserveResponse = Message<"billing.v1.ReserveResponse"> & {
  * Use `create(ReserveResponseSchema)` to create a new message.
  */
 export const ReserveResponseSchema: GenMessage<ReserveResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 7);
+  messageDesc(file_billing_v1_billing_service, 9);
 
 /**
  * ReleaseRequest voids a hold.
@@ -349,7 +413,7 @@ export type ReleaseRequest = Message<"billing.v1.ReleaseRequest"> & {
  * Use `create(ReleaseRequestSchema)` to create a new message.
  */
 export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 8);
+  messageDesc(file_billing_v1_billing_service, 10);
 
 /**
  * ReleaseResponse is the released hold and the balance after it.
@@ -377,7 +441,7 @@ export type ReleaseResponse = Message<"billing.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 9);
+  messageDesc(file_billing_v1_billing_service, 11);
 
 /**
  * ChargeRequest debits a usage.
@@ -474,7 +538,7 @@ export type ChargeRequest = Message<"billing.v1.ChargeRequest"> & {
  * Use `create(ChargeRequestSchema)` to create a new message.
  */
 export const ChargeRequestSchema: GenMessage<ChargeRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 10);
+  messageDesc(file_billing_v1_billing_service, 12);
 
 /**
  * ChargeResponse is the outcome of an accepted charge.
@@ -530,7 +594,7 @@ export type ChargeResponse = Message<"billing.v1.ChargeResponse"> & {
  * Use `create(ChargeResponseSchema)` to create a new message.
  */
 export const ChargeResponseSchema: GenMessage<ChargeResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 11);
+  messageDesc(file_billing_v1_billing_service, 13);
 
 /**
  * RefundRequest returns credits from a charge.
@@ -579,7 +643,7 @@ export type RefundRequest = Message<"billing.v1.RefundRequest"> & {
  * Use `create(RefundRequestSchema)` to create a new message.
  */
 export const RefundRequestSchema: GenMessage<RefundRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 12);
+  messageDesc(file_billing_v1_billing_service, 14);
 
 /**
  * RefundResponse is the refund transaction and the balance after it.
@@ -607,7 +671,7 @@ export type RefundResponse = Message<"billing.v1.RefundResponse"> & {
  * Use `create(RefundResponseSchema)` to create a new message.
  */
 export const RefundResponseSchema: GenMessage<RefundResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 13);
+  messageDesc(file_billing_v1_billing_service, 15);
 
 /**
  * GrantRequest credits a user.
@@ -682,7 +746,7 @@ export type GrantRequest = Message<"billing.v1.GrantRequest"> & {
  * Use `create(GrantRequestSchema)` to create a new message.
  */
 export const GrantRequestSchema: GenMessage<GrantRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 14);
+  messageDesc(file_billing_v1_billing_service, 16);
 
 /**
  * GrantResponse is the grant transaction and the balance after it.
@@ -710,7 +774,7 @@ export type GrantResponse = Message<"billing.v1.GrantResponse"> & {
  * Use `create(GrantResponseSchema)` to create a new message.
  */
 export const GrantResponseSchema: GenMessage<GrantResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 15);
+  messageDesc(file_billing_v1_billing_service, 17);
 
 /**
  * RedeemRequest redeems a promo code.
@@ -745,7 +809,7 @@ export type RedeemRequest = Message<"billing.v1.RedeemRequest"> & {
  * Use `create(RedeemRequestSchema)` to create a new message.
  */
 export const RedeemRequestSchema: GenMessage<RedeemRequest> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 16);
+  messageDesc(file_billing_v1_billing_service, 18);
 
 /**
  * RedeemResponse is the promo transaction and the balance after it.
@@ -773,7 +837,7 @@ export type RedeemResponse = Message<"billing.v1.RedeemResponse"> & {
  * Use `create(RedeemResponseSchema)` to create a new message.
  */
 export const RedeemResponseSchema: GenMessage<RedeemResponse> = /*@__PURE__*/
-  messageDesc(file_billing_v1_billing_service, 17);
+  messageDesc(file_billing_v1_billing_service, 19);
 
 /**
  * BillingService is called by product, subscription and payment backends to check, hold,
@@ -783,8 +847,8 @@ export const RedeemResponseSchema: GenMessage<RedeemResponse> = /*@__PURE__*/
  * (IDEMPOTENCY_KEY_REUSED). A rejected request records nothing under its key, so it may be
  * retried with the same key once its cause is gone.
  *
- * Scopes: "spend" for GetBalance, ListTransactions, Quote, Reserve, Release, Charge and
- * Redeem; "grant" for Grant and Refund.
+ * Scopes: "spend" for GetBalance, ListTransactions, ListHolds, Quote, Reserve, Release,
+ * Charge and Redeem; "grant" for Grant and Refund.
  *
  * @generated from service billing.v1.BillingService
  */
@@ -809,6 +873,19 @@ export const BillingService: GenService<{
     methodKind: "unary";
     input: typeof ListTransactionsRequestSchema;
     output: typeof ListTransactionsResponseSchema;
+  },
+  /**
+   * ListHolds returns a user's active holds: ACTIVE and not yet expired (not captured, not
+   * released, not past expires_at), oldest first (in the order they were placed, by id), a
+   * page at a time. Their amounts add up to the balance's reserved_millicredits. An unknown
+   * user, like in GetBalance, has none: an empty list; nothing is created.
+   *
+   * @generated from rpc billing.v1.BillingService.ListHolds
+   */
+  listHolds: {
+    methodKind: "unary";
+    input: typeof ListHoldsRequestSchema;
+    output: typeof ListHoldsResponseSchema;
   },
   /**
    * Quote prices a usage without charging, with the breakdown and any waiver that would

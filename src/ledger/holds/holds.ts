@@ -3,6 +3,8 @@
 // the moment they expire (holdsFacet in sql.ts).
 import { z } from 'zod';
 import { BillingError } from '../../domain/errors.js';
+import { cutPage, pageCodec } from '../../domain/paging.js';
+import { isId, pageSize as pageSizeOf } from '../../domain/request.js';
 import type { SqlSession } from '../../storage/database.js';
 import { priceUsage, type Usage } from '../charge/pricing.js';
 import { asEstimate, normalUsage } from '../charge/usage.js';
@@ -10,7 +12,7 @@ import { requestHash } from '../kernel/idempotency-sql.js';
 import { balanceRecord, replayKind, type Same, storedBigint } from '../kernel/replay.js';
 import type { Kernel } from '../kernel/unit-of-work.js';
 import { balanceView, type BalanceView } from '../kernel/views.js';
-import { activeHoldTotals, insertReservation, lockReservation, type ReservationRow, settleReservation, sweepExpiredHolds } from './sql.js';
+import { activeHoldTotals, insertReservation, listActiveHolds, lockReservation, type ReservationRow, settleReservation, sweepExpiredHolds } from './sql.js';
 
 export interface ReservationView {
   id: string;
@@ -59,6 +61,16 @@ export interface ReleaseInput {
   idempotencyKey: string;
   reservationId: string;
 }
+
+export interface ListHoldsInput {
+  userId: string;
+  /** 0 means the default. */
+  pageSize: number;
+  pageToken: string;
+}
+
+/** Page tokens of ListHolds: "h1." and the id of the last hold of the previous page. */
+const HOLD_PAGES = pageCodec('h1.', isId);
 
 /** Accounts swept per sweeper transaction. */
 export const SWEEP_BATCH_ACCOUNTS = 500;
@@ -134,6 +146,18 @@ export class Holds {
       const after = { ...account, reservedMillicredits: account.reservedMillicredits - hold.amountMillicredits };
       return { reservation: reservationView({ ...hold, status: 'RELEASED' }), balance: balanceView(catalogue, after) };
     });
+  }
+
+  /**
+   * A page of the user's active holds, oldest first (by id). An unknown user has none, as
+   * GetBalance reads them at 0 reserved; nothing is created.
+   */
+  async active(input: ListHoldsInput): Promise<{ holds: ReservationView[]; nextPageToken: string }> {
+    const pageSize = pageSizeOf(input.pageSize);
+    const afterId = HOLD_PAGES.decode(input.pageToken);
+    const rows = await listActiveHolds(this.kernel.db, input.userId, { ...(afterId ? { afterId } : {}), limit: pageSize + 1 });
+    const { page, nextPageToken } = cutPage(rows, pageSize, HOLD_PAGES, (row) => row.id);
+    return { holds: page.map(reservationView), nextPageToken };
   }
 
   /** How many holds are ACTIVE and unexpired now, and what they keep in all (read without locks). */

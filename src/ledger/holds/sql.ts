@@ -129,6 +129,27 @@ export async function sweepExpiredHolds(s: SqlSession, limit: number): Promise<n
   return users.length;
 }
 
+/**
+ * One page of the user's active holds (ACTIVE and not past their expiry), in id order,
+ * strictly after afterId if given. A plain read, no locks: ACTIVE holds past their expiry
+ * that nobody has ended yet are left out, the way every account read nets them out.
+ */
+export async function listActiveHolds(
+  s: Pick<SqlSession, 'query'>,
+  userId: string,
+  options: { afterId?: string; limit: number },
+): Promise<ReservationRow[]> {
+  const rows = await s.query(
+    // Qualified column names: the select list aliases id as text (see history/sql.ts).
+    `select ${RESERVATION_COLUMNS} from reservations r
+      where r.user_id = $1 and r.status = 'ACTIVE' and r.expires_at > ${AS_OF}
+        and ($2::bigint is null or r.id > $2::bigint)
+      order by r.id limit $3`,
+    [userId, options.afterId ?? null, options.limit],
+  );
+  return rows.map(mapReservation);
+}
+
 /** What the ACTIVE, unexpired holds keep, summed over all users (one range scan of the partial index on expires_at). */
 export async function activeHoldTotals(s: Pick<SqlSession, 'query'>): Promise<{ holds: bigint; heldMillicredits: bigint }> {
   const rows = await s.query(
