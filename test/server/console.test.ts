@@ -121,6 +121,27 @@ describe('the user page', () => {
     await page.close();
   });
 
+  it("expands a charge to its price breakdown: the token formula's terms, the unrounded cost", async () => {
+    const user = 'console-priced';
+    await t.billing.grant({ userId: user, idempotencyKey: key('priced'), grant: { case: 'amountMillicredits', value: 10_000n }, reason: 'for a run' }, auth(OPERATOR));
+    // 20,000 in + 4 × 5,000 out = 40,000 effective tokens ÷ 20,000 × 0.5 = 1 credit.
+    const usage = { case: 'tokenUsage' as const, value: { model: 'gpt-5-mini', tokensIn: 20_000n, tokensOut: 5_000n, finishReason: 'stop' } };
+    const charged = await t.billing.charge({ userId: user, idempotencyKey: key('priced'), product: 'muse', usage }, auth(OPERATOR));
+    expect(charged.chargedMillicredits).toBe(1_000n);
+    const page = await open(OPERATOR, `#/user/${user}`);
+    const rows = page.getByTestId('history-row');
+    await expect.poll(() => rows.count()).toBe(2);
+    await rows.first().getByRole('button', { name: /Show/ }).click();
+    const details = page.locator('.details');
+    await expect.poll(() => details.textContent()).toContain('Price1.000 credits');
+    const text = (await details.textContent()) ?? '';
+    expect(text).toContain('Effective tokens40,000 (tokens in + 4 × tokens out)');
+    expect(text).toContain('Token formula40,000 ÷ 20,000 × 0.5 credits');
+    expect(text).toMatch(/Unrounded cost1000(\.0+)? milli-credits, rounded up to a tenth of a credit/);
+    expect(text).not.toContain('Minimum applied');
+    await page.close();
+  });
+
   it('grants with a reason and shows the new row, refunds a charge, sets the plan, grants and revokes entitlements', async () => {
     const page = await open(OPERATOR, `#/user/${USER}`);
     await page.getByLabel('Amount (credits)').fill('6.5');
