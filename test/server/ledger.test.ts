@@ -410,10 +410,11 @@ describe('the schema\'s CHECK constraints', () => {
     "insert into deposit_addresses (user_id, derivation_index, address) values ('ck-user', 2147483000, '0x' || repeat('a', 40))",
   ];
   const account = (set: string) => `update user_accounts set ${set} where user_id = 'ck-user'`;
-  const transaction = (type: string, amount: number, more: { balanceAfter?: number; refunded?: string; reservation?: string } = {}) =>
+  const transaction = (type: string, amount: number, more: { balanceAfter?: number; refunded?: string; reservation?: string; price?: string } = {}) =>
     `insert into transactions (user_id, type, amount_millicredits, balance_after_millicredits, refunded_transaction_id,
-                               reservation_id)
-       values ('ck-user', '${type}', ${amount}, ${more.balanceAfter ?? 0}, ${more.refunded ?? 'null'}, ${more.reservation ?? 'null'})`;
+                               reservation_id, price)
+       values ('ck-user', '${type}', ${amount}, ${more.balanceAfter ?? 0}, ${more.refunded ?? 'null'}, ${more.reservation ?? 'null'},
+               ${more.price ?? 'null'})`;
   const refund = (amount: number) => transaction('REFUND', amount, { refunded: '9000000000000000000' });
   const posting = (amount: number) =>
     `insert into postings (transaction_id, account, amount_millicredits) values (9000000000000000000, 'system:ck', ${amount})`;
@@ -514,6 +515,11 @@ describe('the schema\'s CHECK constraints', () => {
       name: 'transactions_refund_is_credit',
       accepts: [refund(1)],
       refuses: [refund(0), refund(-1), transaction('REFUND', 1)],
+    },
+    {
+      name: 'transactions_price_charge_only',
+      accepts: [transaction('CHARGE', -1, { price: `'{}'` }), transaction('GRANT', 1)],
+      refuses: [transaction('GRANT', 1, { price: `'{}'` }), transaction('REFUND', 1, { refunded: '9000000000000000000', price: `'{}'` })],
     },
     { name: 'transactions_charge_is_debit', accepts: [transaction('CHARGE', 0), transaction('CHARGE', -1)], refuses: [transaction('CHARGE', 1)] },
     {
