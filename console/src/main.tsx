@@ -19,6 +19,7 @@ import type { Deposit, GetDepositAddressResponse } from '../../gen/billing/v1/wa
 import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
 import { admin, billing, explain, newKey, setToken, token, wallet, walletDisabled } from './api.js';
 import { credits, parseCredits } from './money.js';
+import { LastTopUp, WatcherTable } from './health.js';
 
 const PAGE_SIZE = 10;
 const TYPES = [
@@ -786,6 +787,8 @@ function HealthPage() {
           </div>
         )}
       </section>
+      <LastTopUp />
+      <WatcherTable />
     </main>
   );
 }
