@@ -20,6 +20,7 @@ import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
 import { admin, billing, explain, newKey, setToken, token, wallet, walletDisabled } from './api.js';
 import { credits, parseCredits } from './money.js';
 import { Holds } from './holds.js';
+import { LastTopUp, WatcherTable } from './health.js';
 
 const PAGE_SIZE = 10;
 const TYPES = [
@@ -806,6 +807,8 @@ function HealthPage() {
           </div>
         )}
       </section>
+      <LastTopUp />
+      <WatcherTable />
     </main>
   );
 }

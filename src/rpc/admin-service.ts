@@ -7,7 +7,7 @@ import { type JobRecorder, UNRECORDED } from '../jobs/recorder.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { checkTopUpDate } from '../ledger/top-up/top-up.js';
 import { auditOf, noteReplay } from './call-facts.js';
-import { balanceToProto, jobProgressToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto } from './convert.js';
+import { balanceToProto, jobProgressToProto, ledgerReportToProto, planFromProto, promoCodeToProto, timestampMsFromProto, topUpDayToProto } from './convert.js';
 
 /** `jobs` records RunDailyTopUp as a run of the daily_top_up job, triggered over the API. */
 export function adminService({ plans, promos, topUps, verify, progress }: Ledger, jobs: JobRecorder = UNRECORDED): Partial<ServiceImpl<typeof AdminService>> {
@@ -47,10 +47,11 @@ export function adminService({ plans, promos, topUps, verify, progress }: Ledger
     async verifyLedger(_req, context) {
       return ledgerReportToProto(await verify(auditOf(context.values)));
     },
-    getJobProgress() {
+    async getJobProgress() {
       const dailyTopUp = jobProgressToProto(progress.latest('daily_top_up'));
       const verifyLedger = jobProgressToProto(progress.latest('verify_ledger'));
-      return { ...(dailyTopUp ? { dailyTopUp } : {}), ...(verifyLedger ? { verifyLedger } : {}) };
+      const lastDailyTopUp = topUpDayToProto(await topUps.lastDay());
+      return { ...(dailyTopUp ? { dailyTopUp } : {}), ...(verifyLedger ? { verifyLedger } : {}), ...(lastDailyTopUp ? { lastDailyTopUp } : {}) };
     },
   };
 }

@@ -1,7 +1,13 @@
 // Translation between generated messages and ledger views. Generated types stop here.
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { type Timestamp, timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { type JobProgressSchema, type PromoCodeSchema, type VerifyLedgerResponseSchema } from '../../gen/billing/v1/admin_service_pb.js';
+import {
+  type DailyTopUpDaySchema,
+  type JobProgressSchema,
+  type PromoCodeSchema,
+  type VerifyLedgerResponseSchema,
+} from '../../gen/billing/v1/admin_service_pb.js';
+import type { TopUpDayRow } from '../ledger/top-up/sql.js';
 import type { ProgressSnapshot } from '../jobs/progress.js';
 import {
   type BalanceSchema,
@@ -167,6 +173,20 @@ export function jobProgressToProto(p: ProgressSnapshot | undefined): MessageInit
     startedAt: timestampFromMs(p.startedAtMs),
     ...(p.finishedAtMs === undefined ? {} : { finishedAt: timestampFromMs(p.finishedAtMs) }),
     failed: p.failed,
+  };
+}
+
+export function topUpDayToProto(d: TopUpDayRow | undefined): MessageInitShape<typeof DailyTopUpDaySchema> | undefined {
+  if (!d) return undefined;
+  return {
+    day: d.day,
+    accountsToppedUp: d.accountsToppedUp,
+    totalMillicredits: d.totalMillicredits,
+    runs: BigInt(d.runs),
+    failedRuns: BigInt(d.failedRuns),
+    lastStartedAt: timestampFromMs(d.lastStartedAtMs),
+    lastFinishedAt: timestampFromMs(d.lastFinishedAtMs),
+    lastFailed: d.lastFailed,
   };
 }
 

@@ -6,9 +6,16 @@ import {
   DepositSchema,
   DepositStatus as ProtoStatus,
   type WalletService,
+  WatcherState as ProtoWatcherState,
 } from '../../gen/billing/v1/wallet_service_pb.js';
 import { getAddress } from 'ethers';
-import type { DepositView, Wallet } from '../wallet/wallet.js';
+import type { DepositView, Wallet, WatcherStatusView } from '../wallet/wallet.js';
+
+const WATCHER_STATE_TO_PROTO: Readonly<Record<WatcherStatusView['state'], ProtoWatcherState>> = {
+  starting: ProtoWatcherState.STARTING,
+  watching: ProtoWatcherState.WATCHING,
+  refused: ProtoWatcherState.REFUSED,
+};
 
 const STATUS_TO_PROTO: Readonly<Record<DepositView['status'], ProtoStatus>> = {
   PENDING: ProtoStatus.PENDING,
@@ -68,6 +75,26 @@ export function walletService(wallet: Wallet): ServiceImpl<typeof WalletService>
     async listDeposits(req) {
       const page = await wallet.listDeposits({ userId: req.userId, pageSize: req.pageSize, pageToken: req.pageToken });
       return { deposits: page.deposits.map(depositToProto), nextPageToken: page.nextPageToken };
+    },
+    getWatcherStatus() {
+      // Never WALLET_DISABLED: with deposits off there is simply no watcher to list.
+      return {
+        watchers: wallet.watcherStatus().map((w) => ({
+          chainId: BigInt(w.chainId),
+          name: w.name,
+          finality: w.finality,
+          state: WATCHER_STATE_TO_PROTO[w.state],
+          running: w.running,
+          refusal: w.refusal,
+          headBlock: BigInt(w.head),
+          finalizedBlock: BigInt(w.finalized),
+          cursorBlock: BigInt(w.cursor),
+          lagBlocks: BigInt(w.lag),
+          finalLagBlocks: BigInt(w.finalLag),
+          ...(w.lastPollAtMs === undefined ? {} : { lastPollAt: timestampFromMs(w.lastPollAtMs) }),
+          lastError: w.lastError,
+        })),
+      };
     },
   };
 }

@@ -18,6 +18,7 @@ import { Migration20261122000000_ledger } from './migrations/Migration2026112200
 import { Migration20261201000000_charge_reservation } from './migrations/Migration20261201000000_charge_reservation.js';
 import { Migration20261202000000_deposits } from './migrations/Migration20261202000000_deposits.js';
 import { Migration20261203000000_audit_events } from './migrations/Migration20261203000000_audit_events.js';
+import { Migration20261204000000_daily_top_up_days } from './migrations/Migration20261204000000_daily_top_up_days.js';
 import { Migration20261204120000_transaction_price } from './migrations/Migration20261204120000_transaction_price.js';
 
 export type Row = Record<string, unknown>;
@@ -76,6 +77,7 @@ export const migrationsList = [
   { name: 'Migration20261201000000_charge_reservation', class: Migration20261201000000_charge_reservation },
   { name: 'Migration20261202000000_deposits', class: Migration20261202000000_deposits },
   { name: 'Migration20261203000000_audit_events', class: Migration20261203000000_audit_events },
+  { name: 'Migration20261204000000_daily_top_up_days', class: Migration20261204000000_daily_top_up_days },
   { name: 'Migration20261204120000_transaction_price', class: Migration20261204120000_transaction_price },
 ];
 

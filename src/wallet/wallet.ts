@@ -18,7 +18,7 @@ import type { WalletKeys } from './keys.js';
 import { createWalletMetrics, type WalletMetrics } from './metrics.js';
 import { formatExact } from './pricing.js';
 import { ChainRpcError } from './rpc.js';
-import { ChainWatcher, DeepReorgError, type PollReport } from './watcher.js';
+import { ChainWatcher, DeepReorgError, type PollReport, type WatcherState } from './watcher.js';
 
 /** Longest wait for the chains' first check at start-up. */
 const PREPARE_TIMEOUT_MS = 5_000;
@@ -45,12 +45,33 @@ export interface DepositAddressView {
 
 const DEPOSIT_PAGES = pageCodec('d1.', isId);
 
+/** One chain's watcher for GetWatcherStatus: its state and what its last poll saw. */
+export interface WatcherStatusView {
+  chainId: number;
+  name: string;
+  finality: string;
+  state: WatcherState;
+  /** This process polls it on its schedule (the loop started, not stopped, the chain not refused). */
+  running: boolean;
+  refusal: string;
+  head: number;
+  finalized: number;
+  cursor: number;
+  /** head − cursor, at least 0 (as billing_wallet_lag_blocks). */
+  lag: number;
+  /** finalized − cursor, at least 0: final blocks not scanned yet. */
+  finalLag: number;
+  lastPollAtMs: number | undefined;
+  lastError: string;
+}
+
 export class Wallet {
   readonly watchers: ChainWatcher[];
   private readonly metrics: WalletMetrics;
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly inflight = new Set<Promise<void>>();
   private stopped = false;
+  private started = false;
 
   private readonly db: Database;
 
@@ -120,6 +141,7 @@ export class Wallet {
 
   /** Starts every chain's poll loop. */
   start(): void {
+    this.started = true;
     for (const watcher of this.watchers) this.schedule(watcher, 0, 0);
   }
 
@@ -203,6 +225,31 @@ export class Wallet {
     const rows = await listDeposits(this.db, input.userId, { ...(beforeId ? { beforeId } : {}), limit: pageSize + 1 });
     const { page, nextPageToken } = cutPage(rows, pageSize, DEPOSIT_PAGES, (row) => row.id);
     return { deposits: page.map(depositView), nextPageToken };
+  }
+
+  /**
+   * Every configured chain's watcher, in configuration order; empty when deposits are off.
+   * The numbers are those the metrics were last set to (0 before the first poll).
+   */
+  watcherStatus(): WatcherStatusView[] {
+    return this.watchers.map((w) => {
+      const { head = 0, finalized = 0, cursor = 0, lastPollAtMs, lastError = '' } = w.observed;
+      return {
+        chainId: w.chain.spec.chainId,
+        name: w.name,
+        finality: w.chain.confirmations === undefined ? 'finalized' : `depth:${w.chain.confirmations}`,
+        state: w.state,
+        running: this.started && !this.stopped && w.state !== 'refused',
+        refusal: w.refusal ?? '',
+        head,
+        finalized,
+        cursor,
+        lag: Math.max(0, head - cursor),
+        finalLag: Math.max(0, finalized - cursor),
+        lastPollAtMs,
+        lastError,
+      };
+    });
   }
 
   /** Stops the poll loops and waits for a poll under way to finish. */

@@ -68,6 +68,20 @@ export interface PollReport {
   behind: boolean;
 }
 
+/**
+ * What the last poll saw: the numbers the billing_wallet_*_block gauges are set to, kept
+ * beside them for GetWatcherStatus. Unset until a poll has read the chain.
+ */
+export interface WatcherObservation {
+  head?: number;
+  finalized?: number;
+  cursor?: number;
+  /** When the last poll that read the chain ended. */
+  lastPollAtMs?: number;
+  /** The message of the last failed poll (safe: a ChainRpcError carries no URL); unset after a good one. */
+  lastError?: string;
+}
+
 export interface WatcherDeps {
   readonly db: Database;
   /** Credits a final, priced deposit (ledger/deposits/); undefined when another process did. */
@@ -86,6 +100,8 @@ export class ChainWatcher {
   state: WatcherState = 'starting';
   /** Why the chain is refused (wrong chain id, no finalized tag). */
   refusal?: string;
+  /** The last poll's numbers (the same values as the metrics) and error. */
+  readonly observed: WatcherObservation = {};
 
   constructor(
     readonly chain: WatchedChain,
@@ -150,7 +166,19 @@ export class ChainWatcher {
     return { head, finalized };
   }
 
+  /** One poll; its error (if any) is kept in `observed.lastError` and thrown. */
   async pollOnce(): Promise<PollReport> {
+    try {
+      const report = await this.poll();
+      delete this.observed.lastError;
+      return report;
+    } catch (error) {
+      this.observed.lastError = error instanceof Error ? error.message : String(error);
+      throw error;
+    }
+  }
+
+  private async poll(): Promise<PollReport> {
     const report: PollReport = { detected: 0, credited: 0, behind: false };
     if (this.state === 'starting') await this.check();
     if (this.state === 'refused') return { ...report, skipped: 'refused' };
@@ -159,6 +187,8 @@ export class ChainWatcher {
     const metrics = this.deps.metrics;
     metrics.head.set({ chain: this.name }, head);
     metrics.finalized.set({ chain: this.name }, finalized.number);
+    this.observed.head = head;
+    this.observed.finalized = finalized.number;
     // A node that is syncing, or a load balancer switching nodes, can report a head behind
     // the blocks already scanned, or an older finalized block: that is not a deep
     // reorganisation, only a poll to distrust. A head behind stops the scan; a finalized
@@ -187,6 +217,8 @@ export class ChainWatcher {
     const scanned = report.scannedTo ?? report.reorgedTo ?? cursor.number;
     metrics.cursor.set({ chain: this.name }, scanned);
     metrics.lag.set({ chain: this.name }, Math.max(0, head - scanned));
+    this.observed.cursor = scanned;
+    this.observed.lastPollAtMs = Date.now();
     if (!finalizedBehind) {
       // Only what has been scanned can be settled, and never past the block verified final.
       report.credited = await this.settle(Math.min(finalized.number, scanned));

@@ -9,6 +9,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { Plan, TransactionType } from '../../gen/billing/v1/types_pb.js';
+import { credits } from '../../console/src/money.js';
 import { key, startTestApp, type TestApp } from '../support/app.js';
 import { BASE_CHAIN_ID, BASE_USDC, type Chain, placeBaseFixtures, startAnvil } from '../support/chain.js';
 
@@ -307,6 +308,34 @@ describe('the promo page', () => {
     expect((await t.admin.getPromoCode({ code: 'SPRING25' }, auth(OPERATOR))).promoCode?.disabled).toBe(true);
     await page.screenshot({ path: path.join(ROOT, 'docs/console-promo.png'), fullPage: true });
     await page.close();
+  });
+});
+
+describe('the health page', () => {
+  it('shows the last daily top-up after one ran over the API, and no deposit watchers without chains', async () => {
+    // Before any run: said so, not an error.
+    const before = await open(OPERATOR, '#/health');
+    await expect.poll(() => before.getByTestId('last-top-up').textContent()).toContain('No daily top-up has run yet');
+    await before.close();
+    await t.admin.setPlan({ userId: 'console-health', plan: Plan.FREE }, auth(OPERATOR));
+    const run = await t.admin.runDailyTopUp({ date: '' }, auth(OPERATOR));
+    expect(run.accountsToppedUp).toBeGreaterThanOrEqual(1n);
+    const page = await open(OPERATOR, '#/health');
+    const last = page.getByTestId('last-top-up');
+    await expect.poll(() => last.textContent()).toContain(`${String(run.accountsToppedUp)} accounts`);
+    const text = (await last.textContent()) ?? '';
+    const day = new Date().toISOString().slice(0, 10);
+    expect(text).toContain(`Day ${day}: finished at ${day}`);
+    expect(text).toContain(`${credits(run.totalMillicredits)} credits`);
+    expect(text).not.toContain('failed');
+    expect(await page.getByRole('heading', { name: 'Deposit watchers' }).count()).toBe(1);
+    await expect.poll(() => page.getByTestId('watchers-empty').textContent()).toBe('no chains configured');
+    await page.screenshot({ path: path.join(ROOT, 'docs/console-health.png'), fullPage: true });
+    await page.close();
+    // A token without the admin scope is told which scope it lacks.
+    const support = await open(SUPPORT, '#/health');
+    await expect.poll(() => support.getByRole('alert').first().textContent()).toContain('"admin" scope');
+    await support.close();
   });
 });
 

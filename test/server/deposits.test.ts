@@ -8,7 +8,8 @@ import { Code } from '@connectrpc/connect';
 import { getAddress, Interface, parseEther } from 'ethers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason } from '../../gen/billing/v1/errors_pb.js';
-import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { DepositStatus, WatcherState } from '../../gen/billing/v1/wallet_service_pb.js';
 import { verifyLedger } from '../../src/ledger/verify/verify.js';
 import { accountNodeFromMnemonic } from '../../src/wallet/keys.js';
 import { BASE_ETH_USD_FEED, BASE_USDC, type Chain, compileContracts, ETH_USD_3000, placeBaseFixtures, startAnvil } from '../support/chain.js';
@@ -332,6 +333,53 @@ describe('detection, finality and crediting', () => {
     expect(text).not.toContain(SEED.split(' ')[0]!);
   });
 
+  it('GetWatcherStatus reports the head, finalized block and cursor the chain has, and they move as blocks are mined', async () => {
+    const watchers = async () => (await t.wallet.getWatcherStatus({})).watchers;
+    await poll();
+    const head = await chain.head();
+    const [base, ...others] = await watchers();
+    expect(others).toEqual([]);
+    expect(base).toMatchObject({
+      chainId: 8453n,
+      name: 'base',
+      finality: 'finalized',
+      state: WatcherState.WATCHING,
+      // The test app does not start the poll loop (the test polls by hand).
+      running: false,
+      refusal: '',
+      headBlock: BigInt(head),
+      finalizedBlock: BigInt(head - FINALITY),
+      cursorBlock: BigInt(head),
+      lagBlocks: 0n,
+      finalLagBlocks: 0n,
+      lastError: '',
+    });
+    const firstPollMs = timestampMs(base!.lastPollAt!);
+    expect(Math.abs(firstPollMs - Date.now())).toBeLessThan(60_000);
+    // Mined but not polled: the status is the last poll's, like the metrics.
+    await chain.mine(250);
+    expect((await watchers())[0]!.headBlock).toBe(BigInt(head));
+    // One poll scans DEPOSIT_BLOCKS_PER_POLL (100) blocks: the cursor trails the head by 150
+    // and the finalized block (64 behind the head) by 86.
+    await poll();
+    const behind = (await watchers())[0]!;
+    expect([behind.headBlock, behind.finalizedBlock, behind.cursorBlock, behind.lagBlocks, behind.finalLagBlocks]).toEqual([
+      BigInt(head + 250),
+      BigInt(head + 250 - FINALITY),
+      BigInt(head + 100),
+      150n,
+      86n,
+    ]);
+    expect(timestampMs(behind.lastPollAt!)).toBeGreaterThanOrEqual(firstPollMs);
+    // The same numbers as the metrics.
+    const text = await t.app.metrics.registry.metrics();
+    expect(text).toContain(`billing_wallet_cursor_block{chain="base"} ${head + 100}`);
+    expect(text).toContain(`billing_wallet_lag_blocks{chain="base"} 150`);
+    await poll(2);
+    const caughtUp = (await watchers())[0]!;
+    expect([caughtUp.cursorBlock, caughtUp.lagBlocks, caughtUp.finalLagBlocks]).toEqual([BigInt(head + 250), 0n, 0n]);
+  });
+
   it('pages deposits newest first', async () => {
     const first = await t.wallet.listDeposits({ userId: 'usdc-user', pageSize: 1 });
     const second = await t.wallet.listDeposits({ userId: 'usdc-user', pageSize: 100, pageToken: first.nextPageToken });
@@ -352,6 +400,8 @@ describe('a wallet that is off or pointed at the wrong chain', () => {
       expect(detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
       expect(error.rawMessage).toContain('no chain RPC URL');
       expect((await failure(off.wallet.listDeposits({ userId: 'u' }))).detail?.reason).toBe(ErrorReason.WALLET_DISABLED);
+      // The operators' view is not refused: no chain, no watcher.
+      expect((await off.wallet.getWatcherStatus({})).watchers).toEqual([]);
       expect((await off.billing.getBalance({ userId: 'u' })).balance?.balanceMillicredits).toBe(0n);
     } finally {
       await off.close();
@@ -371,6 +421,12 @@ describe('a wallet that is off or pointed at the wrong chain', () => {
       expect(error?.message).not.toContain('SECRETKEY123');
       expect(error?.message).not.toContain('127.0.0.1');
       expect(dead.app.wallet.watchers[0]!.state).toBe('starting');
+      // GetWatcherStatus shows the chain starting, never polled, with the poll's error (no URL).
+      const [status] = (await dead.wallet.getWatcherStatus({})).watchers;
+      expect(status).toMatchObject({ name: 'base', state: WatcherState.STARTING, headBlock: 0n, cursorBlock: 0n });
+      expect(status!.lastPollAt).toBeUndefined();
+      expect(status!.lastError).toMatch(/^base: eth_chainId failed/);
+      expect(status!.lastError).not.toContain('SECRETKEY123');
       // No address is handed out for a chain that is not watched yet; the history still reads.
       const { error: notReady, detail } = await failure(dead.wallet.getDepositAddress({ userId: 'u' }));
       expect([notReady.code, detail?.reason]).toEqual([Code.Unavailable, ErrorReason.WALLET_NOT_READY]);

@@ -105,6 +105,7 @@ const HAND_WRITTEN: Readonly<Record<string, readonly string[]>> = {
   'billing.v1.GetJobProgressRequest': [],
   'billing.v1.GetDepositAddressRequest': ['user_id'],
   'billing.v1.ListDepositsRequest': ['user_id', 'page_size'],
+  'billing.v1.GetWatcherStatusRequest': [],
 };
 
 function usagePaths(withAmount: boolean): string[] {

@@ -21,7 +21,12 @@ describe('scopes from the contract', () => {
       expect(table.get(`billing.v1.BillingService/${method.name}`), method.name).toBe(grant.has(method.name) ? 'grant' : 'spend');
     }
     for (const method of AdminService.methods) expect(table.get(`billing.v1.AdminService/${method.name}`)).toBe('admin');
-    for (const method of WalletService.methods) expect(table.get(`billing.v1.WalletService/${method.name}`)).toBe('wallet');
+    // GetWatcherStatus is the operators' view of the deposit watchers: admin, like GetJobProgress.
+    const adminInWallet = new Set(['GetWatcherStatus']);
+    for (const method of WalletService.methods) {
+      expect(table.get(`billing.v1.WalletService/${method.name}`), method.name).toBe(adminInWallet.has(method.name) ? 'admin' : 'wallet');
+    }
+    expect(table.get('billing.v1.WalletService/GetWatcherStatus')).toBe('admin');
     expect(table.size).toBe(BillingService.methods.length + AdminService.methods.length + WalletService.methods.length);
     expect(getOption(BillingService.method.charge, scope)).toBe(Scope.SPEND);
     // The reads GetBalance, ListTransactions and ListHolds share the "spend" scope.
@@ -81,6 +86,10 @@ describe('scopes from the contract', () => {
       const { error } = await failure(t.admin.verifyLedger({}, { headers: { authorization: 'Bearer spend-token-0123456789' } }));
       expect(error.code).toBe(Code.PermissionDenied);
       expect(error.rawMessage).toContain('"admin" scope');
+      // GetWatcherStatus sits in WalletService but needs the admin scope.
+      const watchers = await failure(t.wallet.getWatcherStatus({}, { headers: { authorization: 'Bearer spend-token-0123456789' } }));
+      expect(watchers.error.code).toBe(Code.PermissionDenied);
+      expect(watchers.error.rawMessage).toContain('"admin" scope');
     });
   });
 });

@@ -4,6 +4,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { Code } from '@connectrpc/connect';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -252,6 +253,45 @@ describe('dates', () => {
     await fund(a, 'late-user', 0n);
     const yesterday = await a.admin.runDailyTopUp({ date: utcDay(new Date(Date.now() - dayMs)) });
     expect(yesterday.accountsToppedUp).toBe(1n);
+  });
+});
+
+describe('the last daily top-up (GetJobProgress.last_daily_top_up)', () => {
+  it('is stored as each run ends: the day, its accounts and credits over every run, on every replica and after a restart', async () => {
+    const [a, b] = await twoApps();
+    await awayFromUtcMidnight(a.app.db, 10);
+    expect((await b.admin.getJobProgress({})).lastDailyTopUp).toBeUndefined();
+    await fund(a, 'last-empty', 0n);
+    await fund(a, 'last-low', 1_000n);
+    await fund(a, 'last-full', 7_000n);
+    const before = Date.now();
+    const run = await a.admin.runDailyTopUp({ date: '' });
+    expect([run.accountsToppedUp, run.totalMillicredits]).toEqual([2n, 9_000n]);
+    // Read from the database: the other replica reports the run it did not do.
+    const last = (await b.admin.getJobProgress({})).lastDailyTopUp!;
+    expect(last).toMatchObject({ day: today(), accountsToppedUp: 2n, totalMillicredits: 9_000n, runs: 1n, failedRuns: 0n, lastFailed: false });
+    const finishedMs = timestampMs(last.lastFinishedAt!);
+    expect(timestampMs(last.lastStartedAt!)).toBeGreaterThanOrEqual(before - 1_000);
+    expect(finishedMs).toBeGreaterThanOrEqual(timestampMs(last.lastStartedAt!));
+    expect(finishedMs).toBeLessThanOrEqual(Date.now() + 1_000);
+    // A re-run on the other replica adds a run and nothing else.
+    expect((await b.admin.runDailyTopUp({ date: '' })).accountsToppedUp).toBe(0n);
+    const again = (await a.admin.getJobProgress({})).lastDailyTopUp!;
+    expect(again).toMatchObject({ day: today(), accountsToppedUp: 2n, totalMillicredits: 9_000n, runs: 2n, failedRuns: 0n });
+    expect(timestampMs(again.lastFinishedAt!)).toBeGreaterThanOrEqual(finishedMs);
+    // A backfilled day that runs later is the last daily top-up.
+    await fund(a, 'last-yesterday', 0n);
+    const yesterday = utcDay(new Date(Date.now() - 86_400_000));
+    await a.admin.runDailyTopUp({ date: yesterday });
+    const backfill = (await b.admin.getJobProgress({})).lastDailyTopUp!;
+    // Only the new user is below the target now (today's run raised the others).
+    expect(backfill).toMatchObject({ day: yesterday, accountsToppedUp: 1n, totalMillicredits: 5_000n, runs: 1n });
+    // A new process on the same database (a restart) reports it too; its in-process run is unset.
+    const restarted = await startTestApp({ databaseUrl: a.database!.url });
+    opened.unshift(restarted);
+    const progress = await restarted.admin.getJobProgress({});
+    expect(progress.dailyTopUp).toBeUndefined();
+    expect(progress.lastDailyTopUp).toEqual(backfill);
   });
 });
 

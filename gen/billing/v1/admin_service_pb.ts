@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/admin_service.proto.
  */
 export const file_billing_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5iaWxsaW5nL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmJpbGxpbmcudjEi1gEKCVByb21vQ29kZRIMCgRjb2RlGAEgASgJEhsKE2Ftb3VudF9taWxsaWNyZWRpdHMYAiABKAMSFwoPbWF4X3JlZGVtcHRpb25zGAMgASgDEhMKC3JlZGVtcHRpb25zGAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKDlNldFBsYW5SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoEcGxhbhgCIAEoDjIQLmJpbGxpbmcudjEuUGxhbkIG0vMYAiIAIjcKD1NldFBsYW5SZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlImoKFVNldEVudGl0bGVtZW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiEKC2VudGl0bGVtZW50GAIgASgJQgzS8xgICgYIAxABGEASDgoGYWN0aXZlGAMgASgIIj4KFlNldEVudGl0bGVtZW50UmVzcG9uc2USJAoHYmFsYW5jZRgBIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSLOAQoWQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBIaCgRjb2RlGAEgASgJQgzS8xgICgYIBBABGEASLgoTYW1vdW50X21pbGxpY3JlZGl0cxgCIAEoA0IR0vMYDRILCAEQgKCUpY0dIAESMAoPbWF4X3JlZGVtcHRpb25zGAMgASgDQhfS8xgTEhEQgJTr3AMaCXVubGltaXRlZBI2CgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIG0vMYAioAIkQKF0NyZWF0ZVByb21vQ29kZVJlc3BvbnNlEikKCnByb21vX2NvZGUYASABKAsyFS5iaWxsaW5nLnYxLlByb21vQ29kZSIxChNHZXRQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJBChRHZXRQcm9tb0NvZGVSZXNwb25zZRIpCgpwcm9tb19jb2RlGAEgASgLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUiVwoVTGlzdFByb21vQ29kZXNSZXF1ZXN0EioKCXBhZ2Vfc2l6ZRgBIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgCIAEoCSJdChZMaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlEioKC3Byb21vX2NvZGVzGAEgAygLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKF0Rpc2FibGVQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJFChhEaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2USKQoKcHJvbW9fY29kZRgBIAEoCzIVLmJpbGxpbmcudjEuUHJvbW9Db2RlIjUKFFJ1bkRhaWx5VG9wVXBSZXF1ZXN0Eh0KBGRhdGUYASABKAlCD9LzGAsKCQgGKgV0b2RheSJPChVSdW5EYWlseVRvcFVwUmVzcG9uc2USGgoSYWNjb3VudHNfdG9wcGVkX3VwGAEgASgDEhoKEnRvdGFsX21pbGxpY3JlZGl0cxgCIAEoAyIVChNWZXJpZnlMZWRnZXJSZXF1ZXN0ImIKD0xlZGdlclZpb2xhdGlvbhIPCgdhY2NvdW50GAEgASgJEhYKDnRyYW5zYWN0aW9uX2lkGAIgASgJEhEKCWludmFyaWFudBgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCSKLAQoUVmVyaWZ5TGVkZ2VyUmVzcG9uc2USCgoCb2sYASABKAgSLwoKdmlvbGF0aW9ucxgCIAMoCzIbLmJpbGxpbmcudjEuTGVkZ2VyVmlvbGF0aW9uEhgKEGFjY291bnRzX2NoZWNrZWQYAyABKAMSHAoUdHJhbnNhY3Rpb25zX2NoZWNrZWQYBCABKAMiFwoVR2V0Sm9iUHJvZ3Jlc3NSZXF1ZXN0IrYBCgtKb2JQcm9ncmVzcxILCgNydW4YASABKAMSDAoEdW5pdBgCIAEoCRIMCgRkb25lGAMgASgDEg0KBXRvdGFsGAQgASgDEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZmYWlsZWQYByABKAgidwoWR2V0Sm9iUHJvZ3Jlc3NSZXNwb25zZRItCgxkYWlseV90b3BfdXAYASABKAsyFy5iaWxsaW5nLnYxLkpvYlByb2dyZXNzEi4KDXZlcmlmeV9sZWRnZXIYAiABKAsyFy5iaWxsaW5nLnYxLkpvYlByb2dyZXNzMuIGCgxBZG1pblNlcnZpY2USSwoHU2V0UGxhbhIaLmJpbGxpbmcudjEuU2V0UGxhblJlcXVlc3QaGy5iaWxsaW5nLnYxLlNldFBsYW5SZXNwb25zZSIHkAICyPMYAxJgCg5TZXRFbnRpdGxlbWVudBIhLmJpbGxpbmcudjEuU2V0RW50aXRsZW1lbnRSZXF1ZXN0GiIuYmlsbGluZy52MS5TZXRFbnRpdGxlbWVudFJlc3BvbnNlIgeQAgLI8xgDEmAKD0NyZWF0ZVByb21vQ29kZRIiLmJpbGxpbmcudjEuQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBojLmJpbGxpbmcudjEuQ3JlYXRlUHJvbW9Db2RlUmVzcG9uc2UiBMjzGAMSWgoMR2V0UHJvbW9Db2RlEh8uYmlsbGluZy52MS5HZXRQcm9tb0NvZGVSZXF1ZXN0GiAuYmlsbGluZy52MS5HZXRQcm9tb0NvZGVSZXNwb25zZSIHkAIByPMYAxJgCg5MaXN0UHJvbW9Db2RlcxIhLmJpbGxpbmcudjEuTGlzdFByb21vQ29kZXNSZXF1ZXN0GiIuYmlsbGluZy52MS5MaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlIgeQAgHI8xgDEmYKEERpc2FibGVQcm9tb0NvZGUSIy5iaWxsaW5nLnYxLkRpc2FibGVQcm9tb0NvZGVSZXF1ZXN0GiQuYmlsbGluZy52MS5EaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2UiB5ACAsjzGAMSXQoNUnVuRGFpbHlUb3BVcBIgLmJpbGxpbmcudjEuUnVuRGFpbHlUb3BVcFJlcXVlc3QaIS5iaWxsaW5nLnYxLlJ1bkRhaWx5VG9wVXBSZXNwb25zZSIHkAICyPMYAxJaCgxWZXJpZnlMZWRnZXISHy5iaWxsaW5nLnYxLlZlcmlmeUxlZGdlclJlcXVlc3QaIC5iaWxsaW5nLnYxLlZlcmlmeUxlZGdlclJlc3BvbnNlIgeQAgHI8xgDEmAKDkdldEpvYlByb2dyZXNzEiEuYmlsbGluZy52MS5HZXRKb2JQcm9ncmVzc1JlcXVlc3QaIi5iaWxsaW5nLnYxLkdldEpvYlByb2dyZXNzUmVzcG9uc2UiB5ACAcjzGANCegoOY29tLmJpbGxpbmcudjFCEUFkbWluU2VydmljZVByb3RvUAFaK2NyZWRpdHMtYmlsbGluZy9nZW4vZ28vYmlsbGluZy92MTtiaWxsaW5ndjGqAgpCaWxsaW5nLlYxygIKQmlsbGluZ1xWMeoCC0JpbGxpbmc6OlYxYgZwcm90bzM", [file_billing_v1_options, file_billing_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("Ch5iaWxsaW5nL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmJpbGxpbmcudjEi1gEKCVByb21vQ29kZRIMCgRjb2RlGAEgASgJEhsKE2Ftb3VudF9taWxsaWNyZWRpdHMYAiABKAMSFwoPbWF4X3JlZGVtcHRpb25zGAMgASgDEhMKC3JlZGVtcHRpb25zGAQgASgDEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGRpc2FibGVkGAYgASgIEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKDlNldFBsYW5SZXF1ZXN0Eh4KB3VzZXJfaWQYASABKAlCDdLzGAkKBwgCEAEYgAESJgoEcGxhbhgCIAEoDjIQLmJpbGxpbmcudjEuUGxhbkIG0vMYAiIAIjcKD1NldFBsYW5SZXNwb25zZRIkCgdiYWxhbmNlGAEgASgLMhMuYmlsbGluZy52MS5CYWxhbmNlImoKFVNldEVudGl0bGVtZW50UmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABEiEKC2VudGl0bGVtZW50GAIgASgJQgzS8xgICgYIAxABGEASDgoGYWN0aXZlGAMgASgIIj4KFlNldEVudGl0bGVtZW50UmVzcG9uc2USJAoHYmFsYW5jZRgBIAEoCzITLmJpbGxpbmcudjEuQmFsYW5jZSLOAQoWQ3JlYXRlUHJvbW9Db2RlUmVxdWVzdBIaCgRjb2RlGAEgASgJQgzS8xgICgYIBBABGEASLgoTYW1vdW50X21pbGxpY3JlZGl0cxgCIAEoA0IR0vMYDRILCAEQgKCUpY0dIAESMAoPbWF4X3JlZGVtcHRpb25zGAMgASgDQhfS8xgTEhEQgJTr3AMaCXVubGltaXRlZBI2CgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIG0vMYAioAIkQKF0NyZWF0ZVByb21vQ29kZVJlc3BvbnNlEikKCnByb21vX2NvZGUYASABKAsyFS5iaWxsaW5nLnYxLlByb21vQ29kZSIxChNHZXRQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJBChRHZXRQcm9tb0NvZGVSZXNwb25zZRIpCgpwcm9tb19jb2RlGAEgASgLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUiVwoVTGlzdFByb21vQ29kZXNSZXF1ZXN0EioKCXBhZ2Vfc2l6ZRgBIAEoBUIX0vMYExIRCAEQZBoLdGhlIGRlZmF1bHQSEgoKcGFnZV90b2tlbhgCIAEoCSJdChZMaXN0UHJvbW9Db2Rlc1Jlc3BvbnNlEioKC3Byb21vX2NvZGVzGAEgAygLMhUuYmlsbGluZy52MS5Qcm9tb0NvZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjUKF0Rpc2FibGVQcm9tb0NvZGVSZXF1ZXN0EhoKBGNvZGUYASABKAlCDNLzGAgKBggEEAEYQCJFChhEaXNhYmxlUHJvbW9Db2RlUmVzcG9uc2USKQoKcHJvbW9fY29kZRgBIAEoCzIVLmJpbGxpbmcudjEuUHJvbW9Db2RlIjUKFFJ1bkRhaWx5VG9wVXBSZXF1ZXN0Eh0KBGRhdGUYASABKAlCD9LzGAsKCQgGKgV0b2RheSJPChVSdW5EYWlseVRvcFVwUmVzcG9uc2USGgoSYWNjb3VudHNfdG9wcGVkX3VwGAEgASgDEhoKEnRvdGFsX21pbGxpY3JlZGl0cxgCIAEoAyIVChNWZXJpZnlMZWRnZXJSZXF1ZXN0ImIKD0xlZGdlclZpb2xhdGlvbhIPCgdhY2NvdW50GAEgASgJEhYKDnRyYW5zYWN0aW9uX2lkGAIgASgJEhEKCWludmFyaWFudBgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCSKLAQoUVmVyaWZ5TGVkZ2VyUmVzcG9uc2USCgoCb2sYASABKAgSLwoKdmlvbGF0aW9ucxgCIAMoCzIbLmJpbGxpbmcudjEuTGVkZ2VyVmlvbGF0aW9uEhgKEGFjY291bnRzX2NoZWNrZWQYAyABKAMSHAoUdHJhbnNhY3Rpb25zX2NoZWNrZWQYBCABKAMiFwoVR2V0Sm9iUHJvZ3Jlc3NSZXF1ZXN0IrYBCgtKb2JQcm9ncmVzcxILCgNydW4YASABKAMSDAoEdW5pdBgCIAEoCRIMCgRkb25lGAMgASgDEg0KBXRvdGFsGAQgASgDEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZmYWlsZWQYByABKAgirQEKFkdldEpvYlByb2dyZXNzUmVzcG9uc2USLQoMZGFpbHlfdG9wX3VwGAEgASgLMhcuYmlsbGluZy52MS5Kb2JQcm9ncmVzcxIuCg12ZXJpZnlfbGVkZ2VyGAIgASgLMhcuYmlsbGluZy52MS5Kb2JQcm9ncmVzcxI0ChFsYXN0X2RhaWx5X3RvcF91cBgDIAEoCzIZLmJpbGxpbmcudjEuRGFpbHlUb3BVcERheSL3AQoNRGFpbHlUb3BVcERheRILCgNkYXkYASABKAkSGgoSYWNjb3VudHNfdG9wcGVkX3VwGAIgASgDEhoKEnRvdGFsX21pbGxpY3JlZGl0cxgDIAEoAxIMCgRydW5zGAQgASgDEhMKC2ZhaWxlZF9ydW5zGAUgASgDEjMKD2xhc3Rfc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGFzdF9maW5pc2hlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLbGFzdF9mYWlsZWQYCCABKAgy4gYKDEFkbWluU2VydmljZRJLCgdTZXRQbGFuEhouYmlsbGluZy52MS5TZXRQbGFuUmVxdWVzdBobLmJpbGxpbmcudjEuU2V0UGxhblJlc3BvbnNlIgeQAgLI8xgDEmAKDlNldEVudGl0bGVtZW50EiEuYmlsbGluZy52MS5TZXRFbnRpdGxlbWVudFJlcXVlc3QaIi5iaWxsaW5nLnYxLlNldEVudGl0bGVtZW50UmVzcG9uc2UiB5ACAsjzGAMSYAoPQ3JlYXRlUHJvbW9Db2RlEiIuYmlsbGluZy52MS5DcmVhdGVQcm9tb0NvZGVSZXF1ZXN0GiMuYmlsbGluZy52MS5DcmVhdGVQcm9tb0NvZGVSZXNwb25zZSIEyPMYAxJaCgxHZXRQcm9tb0NvZGUSHy5iaWxsaW5nLnYxLkdldFByb21vQ29kZVJlcXVlc3QaIC5iaWxsaW5nLnYxLkdldFByb21vQ29kZVJlc3BvbnNlIgeQAgHI8xgDEmAKDkxpc3RQcm9tb0NvZGVzEiEuYmlsbGluZy52MS5MaXN0UHJvbW9Db2Rlc1JlcXVlc3QaIi5iaWxsaW5nLnYxLkxpc3RQcm9tb0NvZGVzUmVzcG9uc2UiB5ACAcjzGAMSZgoQRGlzYWJsZVByb21vQ29kZRIjLmJpbGxpbmcudjEuRGlzYWJsZVByb21vQ29kZVJlcXVlc3QaJC5iaWxsaW5nLnYxLkRpc2FibGVQcm9tb0NvZGVSZXNwb25zZSIHkAICyPMYAxJdCg1SdW5EYWlseVRvcFVwEiAuYmlsbGluZy52MS5SdW5EYWlseVRvcFVwUmVxdWVzdBohLmJpbGxpbmcudjEuUnVuRGFpbHlUb3BVcFJlc3BvbnNlIgeQAgLI8xgDEloKDFZlcmlmeUxlZGdlchIfLmJpbGxpbmcudjEuVmVyaWZ5TGVkZ2VyUmVxdWVzdBogLmJpbGxpbmcudjEuVmVyaWZ5TGVkZ2VyUmVzcG9uc2UiB5ACAcjzGAMSYAoOR2V0Sm9iUHJvZ3Jlc3MSIS5iaWxsaW5nLnYxLkdldEpvYlByb2dyZXNzUmVxdWVzdBoiLmJpbGxpbmcudjEuR2V0Sm9iUHJvZ3Jlc3NSZXNwb25zZSIHkAIByPMYA0J6Cg5jb20uYmlsbGluZy52MUIRQWRtaW5TZXJ2aWNlUHJvdG9QAVorY3JlZGl0cy1iaWxsaW5nL2dlbi9nby9iaWxsaW5nL3YxO2JpbGxpbmd2MaoCCkJpbGxpbmcuVjHKAgpCaWxsaW5nXFYx6gILQmlsbGluZzo6VjFiBnByb3RvMw", [file_billing_v1_options, file_billing_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * PromoCode is a code worth a fixed amount.
@@ -637,6 +637,14 @@ export type GetJobProgressResponse = Message<"billing.v1.GetJobProgressResponse"
    * @generated from field: billing.v1.JobProgress verify_ledger = 2;
    */
   verifyLedger?: JobProgress;
+
+  /**
+   * The day of the daily top-up that most recently finished a run, on any replica, read from
+   * the database (it survives restarts); unset before the first run ever ends.
+   *
+   * @generated from field: billing.v1.DailyTopUpDay last_daily_top_up = 3;
+   */
+  lastDailyTopUp?: DailyTopUpDay;
 };
 
 /**
@@ -645,6 +653,80 @@ export type GetJobProgressResponse = Message<"billing.v1.GetJobProgressResponse"
  */
 export const GetJobProgressResponseSchema: GenMessage<GetJobProgressResponse> = /*@__PURE__*/
   messageDesc(file_billing_v1_admin_service, 20);
+
+/**
+ * DailyTopUpDay is what the daily top-up has done for one UTC day, summed over every run of
+ * that day (the schedule on every replica, RunDailyTopUp), as each run ends. Each account is
+ * topped up at most once a day, so the sums count each account once. A run that ends with an
+ * error is counted with what it committed; a process killed in the middle of a run records
+ * nothing of that run (a re-run tops up the rest, and counts only what it does).
+ *
+ * @generated from message billing.v1.DailyTopUpDay
+ */
+export type DailyTopUpDay = Message<"billing.v1.DailyTopUpDay"> & {
+  /**
+   * The UTC day topped up, "YYYY-MM-DD".
+   *
+   * @generated from field: string day = 1;
+   */
+  day: string;
+
+  /**
+   * Accounts raised for the day, by every recorded run.
+   *
+   * @generated from field: int64 accounts_topped_up = 2;
+   */
+  accountsToppedUp: bigint;
+
+  /**
+   * Credits added for the day, in milli-credits.
+   *
+   * @generated from field: int64 total_millicredits = 3;
+   */
+  totalMillicredits: bigint;
+
+  /**
+   * Runs of the day recorded (a second replica's or a re-run's adds 0 accounts).
+   *
+   * @generated from field: int64 runs = 4;
+   */
+  runs: bigint;
+
+  /**
+   * Of those, runs that ended with an error.
+   *
+   * @generated from field: int64 failed_runs = 5;
+   */
+  failedRuns: bigint;
+
+  /**
+   * When the latest run of the day started.
+   *
+   * @generated from field: google.protobuf.Timestamp last_started_at = 6;
+   */
+  lastStartedAt?: Timestamp;
+
+  /**
+   * When the latest run of the day ended.
+   *
+   * @generated from field: google.protobuf.Timestamp last_finished_at = 7;
+   */
+  lastFinishedAt?: Timestamp;
+
+  /**
+   * True when that latest run ended with an error.
+   *
+   * @generated from field: bool last_failed = 8;
+   */
+  lastFailed: boolean;
+};
+
+/**
+ * Describes the message billing.v1.DailyTopUpDay.
+ * Use `create(DailyTopUpDaySchema)` to create a new message.
+ */
+export const DailyTopUpDaySchema: GenMessage<DailyTopUpDay> = /*@__PURE__*/
+  messageDesc(file_billing_v1_admin_service, 21);
 
 /**
  * AdminService is called by operators and the subscription backend. Scope: "admin".
@@ -737,7 +819,8 @@ export const AdminService: GenService<{
    * GetJobProgress reports the running or last run of the long jobs (the daily top-up and
    * VerifyLedger) in the server process that answers it, so an operator can watch a
    * RunDailyTopUp or VerifyLedger call that is still going. Behind a load balancer, ask the
-   * replica that runs the job.
+   * replica that runs the job. It also reports the last daily top-up recorded in the
+   * database (last_daily_top_up), the same from every replica and across restarts.
    *
    * @generated from rpc billing.v1.AdminService.GetJobProgress
    */

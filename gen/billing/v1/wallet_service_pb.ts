@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file billing/v1/wallet_service.proto.
  */
 export const file_billing_v1_wallet_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9iaWxsaW5nL3YxL3dhbGxldF9zZXJ2aWNlLnByb3RvEgpiaWxsaW5nLnYxIk4KBUNoYWluEhAKCGNoYWluX2lkGAEgASgDEgwKBG5hbWUYAiABKAkSEwoLcGF5bWVudF91cmkYAyABKAkSEAoIZmluYWxpdHkYBCABKAkiagoFVG9rZW4SEAoIY2hhaW5faWQYASABKAMSDgoGc3ltYm9sGAIgASgJEhgKEGNvbnRyYWN0X2FkZHJlc3MYAyABKAkSEAoIZGVjaW1hbHMYBCABKAUSEwoLcGF5bWVudF91cmkYBSABKAkiwAMKB0RlcG9zaXQSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIQCghjaGFpbl9pZBgDIAEoAxIPCgd0eF9oYXNoGAQgASgJEhEKCWxvZ19pbmRleBgFIAEoAxIUCgx0b2tlbl9zeW1ib2wYBiABKAkSEgoKcmF3X2Ftb3VudBgHIAEoCRIXCg9wcmljZV91c2RfY2VudHMYCCABKAkSHAoUY3JlZGl0c19taWxsaWNyZWRpdHMYCSABKAMSFQoNY29uZmlybWF0aW9ucxgKIAEoAxIpCgZzdGF0dXMYCyABKA4yGS5iaWxsaW5nLnYxLkRlcG9zaXRTdGF0dXMSLwoLZGV0ZWN0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnRva2VuX2NvbnRyYWN0GA0gASgJEhQKDGJsb2NrX251bWJlchgOIAEoAxISCgpibG9ja19oYXNoGA8gASgJEh4KFmNyZWRpdF9wcmljZV91c2RfY2VudHMYECABKAkSFgoOdHJhbnNhY3Rpb25faWQYESABKAkSFAoMZnJvbV9hZGRyZXNzGBIgASgJIjoKGEdldERlcG9zaXRBZGRyZXNzUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABIs8BChlHZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkSGAoQZGVyaXZhdGlvbl9pbmRleBgCIAEoAxIhCgZjaGFpbnMYAyADKAsyES5iaWxsaW5nLnYxLkNoYWluEiEKBnRva2VucxgEIAMoCzIRLmJpbGxpbmcudjEuVG9rZW4SIQoZbWluaW11bV9kZXBvc2l0X3VzZF9jZW50cxgFIAEoAxIeChZjcmVkaXRfcHJpY2VfdXNkX2NlbnRzGAYgASgJInUKE0xpc3REZXBvc2l0c1JlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARIqCglwYWdlX3NpemUYAiABKAVCF9LzGBMSEQgBEGQaC3RoZSBkZWZhdWx0EhIKCnBhZ2VfdG9rZW4YAyABKAkiVgoUTGlzdERlcG9zaXRzUmVzcG9uc2USJQoIZGVwb3NpdHMYASADKAsyEy5iaWxsaW5nLnYxLkRlcG9zaXQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKuMBCg1EZXBvc2l0U3RhdHVzEh4KGkRFUE9TSVRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWREVQT1NJVF9TVEFUVVNfUEVORElORxABEhsKF0RFUE9TSVRfU1RBVFVTX0NSRURJVEVEEAISIAocREVQT1NJVF9TVEFUVVNfQkVMT1dfTUlOSU1VTRADEhsKF0RFUE9TSVRfU1RBVFVTX1VOUFJJQ0VEEAQSGgoWREVQT1NJVF9TVEFUVVNfUkVPUkdFRBAFEh4KGkRFUE9TSVRfU1RBVFVTX1VOU1VQUE9SVEVEEAYy0wEKDVdhbGxldFNlcnZpY2USZgoRR2V0RGVwb3NpdEFkZHJlc3MSJC5iaWxsaW5nLnYxLkdldERlcG9zaXRBZGRyZXNzUmVxdWVzdBolLmJpbGxpbmcudjEuR2V0RGVwb3NpdEFkZHJlc3NSZXNwb25zZSIEyPMYBBJaCgxMaXN0RGVwb3NpdHMSHy5iaWxsaW5nLnYxLkxpc3REZXBvc2l0c1JlcXVlc3QaIC5iaWxsaW5nLnYxLkxpc3REZXBvc2l0c1Jlc3BvbnNlIgeQAgHI8xgEQnsKDmNvbS5iaWxsaW5nLnYxQhJXYWxsZXRTZXJ2aWNlUHJvdG9QAVorY3JlZGl0cy1iaWxsaW5nL2dlbi9nby9iaWxsaW5nL3YxO2JpbGxpbmd2MaoCCkJpbGxpbmcuVjHKAgpCaWxsaW5nXFYx6gILQmlsbGluZzo6VjFiBnByb3RvMw", [file_billing_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("Ch9iaWxsaW5nL3YxL3dhbGxldF9zZXJ2aWNlLnByb3RvEgpiaWxsaW5nLnYxIk4KBUNoYWluEhAKCGNoYWluX2lkGAEgASgDEgwKBG5hbWUYAiABKAkSEwoLcGF5bWVudF91cmkYAyABKAkSEAoIZmluYWxpdHkYBCABKAkiagoFVG9rZW4SEAoIY2hhaW5faWQYASABKAMSDgoGc3ltYm9sGAIgASgJEhgKEGNvbnRyYWN0X2FkZHJlc3MYAyABKAkSEAoIZGVjaW1hbHMYBCABKAUSEwoLcGF5bWVudF91cmkYBSABKAkiwAMKB0RlcG9zaXQSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIQCghjaGFpbl9pZBgDIAEoAxIPCgd0eF9oYXNoGAQgASgJEhEKCWxvZ19pbmRleBgFIAEoAxIUCgx0b2tlbl9zeW1ib2wYBiABKAkSEgoKcmF3X2Ftb3VudBgHIAEoCRIXCg9wcmljZV91c2RfY2VudHMYCCABKAkSHAoUY3JlZGl0c19taWxsaWNyZWRpdHMYCSABKAMSFQoNY29uZmlybWF0aW9ucxgKIAEoAxIpCgZzdGF0dXMYCyABKA4yGS5iaWxsaW5nLnYxLkRlcG9zaXRTdGF0dXMSLwoLZGV0ZWN0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnRva2VuX2NvbnRyYWN0GA0gASgJEhQKDGJsb2NrX251bWJlchgOIAEoAxISCgpibG9ja19oYXNoGA8gASgJEh4KFmNyZWRpdF9wcmljZV91c2RfY2VudHMYECABKAkSFgoOdHJhbnNhY3Rpb25faWQYESABKAkSFAoMZnJvbV9hZGRyZXNzGBIgASgJIjoKGEdldERlcG9zaXRBZGRyZXNzUmVxdWVzdBIeCgd1c2VyX2lkGAEgASgJQg3S8xgJCgcIAhABGIABIs8BChlHZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkSGAoQZGVyaXZhdGlvbl9pbmRleBgCIAEoAxIhCgZjaGFpbnMYAyADKAsyES5iaWxsaW5nLnYxLkNoYWluEiEKBnRva2VucxgEIAMoCzIRLmJpbGxpbmcudjEuVG9rZW4SIQoZbWluaW11bV9kZXBvc2l0X3VzZF9jZW50cxgFIAEoAxIeChZjcmVkaXRfcHJpY2VfdXNkX2NlbnRzGAYgASgJInUKE0xpc3REZXBvc2l0c1JlcXVlc3QSHgoHdXNlcl9pZBgBIAEoCUIN0vMYCQoHCAIQARiAARIqCglwYWdlX3NpemUYAiABKAVCF9LzGBMSEQgBEGQaC3RoZSBkZWZhdWx0EhIKCnBhZ2VfdG9rZW4YAyABKAkiVgoUTGlzdERlcG9zaXRzUmVzcG9uc2USJQoIZGVwb3NpdHMYASADKAsyEy5iaWxsaW5nLnYxLkRlcG9zaXQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhkKF0dldFdhdGNoZXJTdGF0dXNSZXF1ZXN0IsMCCg1XYXRjaGVyU3RhdHVzEhAKCGNoYWluX2lkGAEgASgDEgwKBG5hbWUYAiABKAkSEAoIZmluYWxpdHkYAyABKAkSJwoFc3RhdGUYBCABKA4yGC5iaWxsaW5nLnYxLldhdGNoZXJTdGF0ZRIPCgdydW5uaW5nGAUgASgIEg8KB3JlZnVzYWwYBiABKAkSEgoKaGVhZF9ibG9jaxgHIAEoAxIXCg9maW5hbGl6ZWRfYmxvY2sYCCABKAMSFAoMY3Vyc29yX2Jsb2NrGAkgASgDEhIKCmxhZ19ibG9ja3MYCiABKAMSGAoQZmluYWxfbGFnX2Jsb2NrcxgLIAEoAxIwCgxsYXN0X3BvbGxfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYDSABKAkiRwoYR2V0V2F0Y2hlclN0YXR1c1Jlc3BvbnNlEisKCHdhdGNoZXJzGAEgAygLMhkuYmlsbGluZy52MS5XYXRjaGVyU3RhdHVzKoABCgxXYXRjaGVyU3RhdGUSHQoZV0FUQ0hFUl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFldBVENIRVJfU1RBVEVfU1RBUlRJTkcQARIaChZXQVRDSEVSX1NUQVRFX1dBVENISU5HEAISGQoVV0FUQ0hFUl9TVEFURV9SRUZVU0VEEAMq4wEKDURlcG9zaXRTdGF0dXMSHgoaREVQT1NJVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZERVBPU0lUX1NUQVRVU19QRU5ESU5HEAESGwoXREVQT1NJVF9TVEFUVVNfQ1JFRElURUQQAhIgChxERVBPU0lUX1NUQVRVU19CRUxPV19NSU5JTVVNEAMSGwoXREVQT1NJVF9TVEFUVVNfVU5QUklDRUQQBBIaChZERVBPU0lUX1NUQVRVU19SRU9SR0VEEAUSHgoaREVQT1NJVF9TVEFUVVNfVU5TVVBQT1JURUQQBjK7AgoNV2FsbGV0U2VydmljZRJmChFHZXREZXBvc2l0QWRkcmVzcxIkLmJpbGxpbmcudjEuR2V0RGVwb3NpdEFkZHJlc3NSZXF1ZXN0GiUuYmlsbGluZy52MS5HZXREZXBvc2l0QWRkcmVzc1Jlc3BvbnNlIgTI8xgEEloKDExpc3REZXBvc2l0cxIfLmJpbGxpbmcudjEuTGlzdERlcG9zaXRzUmVxdWVzdBogLmJpbGxpbmcudjEuTGlzdERlcG9zaXRzUmVzcG9uc2UiB5ACAcjzGAQSZgoQR2V0V2F0Y2hlclN0YXR1cxIjLmJpbGxpbmcudjEuR2V0V2F0Y2hlclN0YXR1c1JlcXVlc3QaJC5iaWxsaW5nLnYxLkdldFdhdGNoZXJTdGF0dXNSZXNwb25zZSIHkAIByPMYA0J7Cg5jb20uYmlsbGluZy52MUISV2FsbGV0U2VydmljZVByb3RvUAFaK2NyZWRpdHMtYmlsbGluZy9nZW4vZ28vYmlsbGluZy92MTtiaWxsaW5ndjGqAgpCaWxsaW5nLlYxygIKQmlsbGluZ1xWMeoCC0JpbGxpbmc6OlYxYgZwcm90bzM", [file_billing_v1_options, file_google_protobuf_timestamp]);
 
 /**
  * Chain is one watched EVM chain.
@@ -394,6 +394,194 @@ export const ListDepositsResponseSchema: GenMessage<ListDepositsResponse> = /*@_
   messageDesc(file_billing_v1_wallet_service, 6);
 
 /**
+ * GetWatcherStatusRequest has no fields.
+ *
+ * @generated from message billing.v1.GetWatcherStatusRequest
+ */
+export type GetWatcherStatusRequest = Message<"billing.v1.GetWatcherStatusRequest"> & {
+};
+
+/**
+ * Describes the message billing.v1.GetWatcherStatusRequest.
+ * Use `create(GetWatcherStatusRequestSchema)` to create a new message.
+ */
+export const GetWatcherStatusRequestSchema: GenMessage<GetWatcherStatusRequest> = /*@__PURE__*/
+  messageDesc(file_billing_v1_wallet_service, 7);
+
+/**
+ * WatcherStatus is one chain's watcher as of its last poll in this process. The block
+ * numbers are 0 and last_poll_at unset until a poll has read them.
+ *
+ * @generated from message billing.v1.WatcherStatus
+ */
+export type WatcherStatus = Message<"billing.v1.WatcherStatus"> & {
+  /**
+   * The EIP-155 chain id.
+   *
+   * @generated from field: int64 chain_id = 1;
+   */
+  chainId: bigint;
+
+  /**
+   * The chain's short name, e.g. "base".
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * "finalized" or "depth:N", as in Chain.finality.
+   *
+   * @generated from field: string finality = 3;
+   */
+  finality: string;
+
+  /**
+   * Where the watcher stands.
+   *
+   * @generated from field: billing.v1.WatcherState state = 4;
+   */
+  state: WatcherState;
+
+  /**
+   * True when this process polls the chain on its schedule: the poll loop started and not
+   * stopped, and the chain not refused (a STARTING chain is checked again by each poll).
+   *
+   * @generated from field: bool running = 5;
+   */
+  running: boolean;
+
+  /**
+   * Why the chain is refused; empty unless state is REFUSED.
+   *
+   * @generated from field: string refusal = 6;
+   */
+  refusal: string;
+
+  /**
+   * The chain head at the last poll (billing_wallet_head_block).
+   *
+   * @generated from field: int64 head_block = 7;
+   */
+  headBlock: bigint;
+
+  /**
+   * The block at or below which deposits are final, at the last poll
+   * (billing_wallet_finalized_block): the chain's finalized tag, or head − N + 1 for depth:N.
+   *
+   * @generated from field: int64 finalized_block = 8;
+   */
+  finalizedBlock: bigint;
+
+  /**
+   * The last block scanned for deposits (billing_wallet_cursor_block). The watcher scans up
+   * to the head, unfinalized blocks included, and settles deposits once final.
+   *
+   * @generated from field: int64 cursor_block = 9;
+   */
+  cursorBlock: bigint;
+
+  /**
+   * head_block − cursor_block, at least 0 (billing_wallet_lag_blocks): blocks not scanned yet.
+   *
+   * @generated from field: int64 lag_blocks = 10;
+   */
+  lagBlocks: bigint;
+
+  /**
+   * finalized_block − cursor_block, at least 0: final blocks not scanned yet, so deposits in
+   * them wait to be credited. 0 when the watcher keeps up.
+   *
+   * @generated from field: int64 final_lag_blocks = 11;
+   */
+  finalLagBlocks: bigint;
+
+  /**
+   * When the last poll that read the chain ended (successfully or distrusted).
+   *
+   * @generated from field: google.protobuf.Timestamp last_poll_at = 12;
+   */
+  lastPollAt?: Timestamp;
+
+  /**
+   * The error of the last poll when it failed (no URL in it); empty after a good poll.
+   *
+   * @generated from field: string last_error = 13;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message billing.v1.WatcherStatus.
+ * Use `create(WatcherStatusSchema)` to create a new message.
+ */
+export const WatcherStatusSchema: GenMessage<WatcherStatus> = /*@__PURE__*/
+  messageDesc(file_billing_v1_wallet_service, 8);
+
+/**
+ * GetWatcherStatusResponse lists the configured chains' watchers.
+ *
+ * @generated from message billing.v1.GetWatcherStatusResponse
+ */
+export type GetWatcherStatusResponse = Message<"billing.v1.GetWatcherStatusResponse"> & {
+  /**
+   * In configuration order; empty when crypto deposits are off.
+   *
+   * @generated from field: repeated billing.v1.WatcherStatus watchers = 1;
+   */
+  watchers: WatcherStatus[];
+};
+
+/**
+ * Describes the message billing.v1.GetWatcherStatusResponse.
+ * Use `create(GetWatcherStatusResponseSchema)` to create a new message.
+ */
+export const GetWatcherStatusResponseSchema: GenMessage<GetWatcherStatusResponse> = /*@__PURE__*/
+  messageDesc(file_billing_v1_wallet_service, 9);
+
+/**
+ * WatcherState is where a chain's watcher stands.
+ *
+ * @generated from enum billing.v1.WatcherState
+ */
+export enum WatcherState {
+  /**
+   * Never sent.
+   *
+   * @generated from enum value: WATCHER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Its endpoint has not passed the start-up check yet (no answer); each poll tries again.
+   *
+   * @generated from enum value: WATCHER_STATE_STARTING = 1;
+   */
+  STARTING = 1,
+
+  /**
+   * Checked and scanning.
+   *
+   * @generated from enum value: WATCHER_STATE_WATCHING = 2;
+   */
+  WATCHING = 2,
+
+  /**
+   * Refused for good (the endpoint answers for another chain, or has no finalized tag):
+   * see refusal. Fixed by the configuration and a restart.
+   *
+   * @generated from enum value: WATCHER_STATE_REFUSED = 3;
+   */
+  REFUSED = 3,
+}
+
+/**
+ * Describes the enum billing.v1.WatcherState.
+ */
+export const WatcherStateSchema: GenEnum<WatcherState> = /*@__PURE__*/
+  enumDesc(file_billing_v1_wallet_service, 0);
+
+/**
  * DepositStatus is where a detected deposit stands.
  *
  * @generated from enum billing.v1.DepositStatus
@@ -456,12 +644,12 @@ export enum DepositStatus {
  * Describes the enum billing.v1.DepositStatus.
  */
 export const DepositStatusSchema: GenEnum<DepositStatus> = /*@__PURE__*/
-  enumDesc(file_billing_v1_wallet_service, 0);
+  enumDesc(file_billing_v1_wallet_service, 1);
 
 /**
  * WalletService gives users crypto deposit addresses and shows their deposits. Scope:
- * "wallet". When the server has no key material or watches no chain, every method is
- * FAILED_PRECONDITION with reason WALLET_DISABLED.
+ * "wallet" (GetWatcherStatus: "admin"). When the server has no key material or watches no
+ * chain, every method but GetWatcherStatus is FAILED_PRECONDITION with reason WALLET_DISABLED.
  *
  * @generated from service billing.v1.WalletService
  */
@@ -485,6 +673,20 @@ export const WalletService: GenService<{
     methodKind: "unary";
     input: typeof ListDepositsRequestSchema;
     output: typeof ListDepositsResponseSchema;
+  },
+  /**
+   * GetWatcherStatus reports each configured chain's deposit watcher in the server process
+   * that answers it: the head, finalized and scanned blocks of its last poll (the values of
+   * the billing_wallet_*_block metrics) and whether it is polling. An operator's view, so
+   * scope "admin"; with crypto deposits off (no chain or no key material) the list is empty,
+   * never WALLET_DISABLED.
+   *
+   * @generated from rpc billing.v1.WalletService.GetWatcherStatus
+   */
+  getWatcherStatus: {
+    methodKind: "unary";
+    input: typeof GetWatcherStatusRequestSchema;
+    output: typeof GetWatcherStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_billing_v1_wallet_service, 0);

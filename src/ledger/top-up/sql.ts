@@ -151,3 +151,78 @@ export async function topUpBatch(s: Pick<SqlSession, 'query'>, input: TopUpBatch
   if (!row) throw new Error('top-up batch returned no summary row');
   return { accountsToppedUp: BigInt(String(row.accounts)), totalMillicredits: BigInt(String(row.total)) };
 }
+
+/** What the daily top-up did for one UTC day, over every recorded run of it (daily_top_up_days). */
+export interface TopUpDayRow {
+  day: string;
+  accountsToppedUp: bigint;
+  totalMillicredits: bigint;
+  runs: number;
+  failedRuns: number;
+  lastStartedAtMs: number;
+  lastFinishedAtMs: number;
+  lastFailed: boolean;
+}
+
+/** One ended run of a day, to add to its row. */
+export interface TopUpRunRecord {
+  day: string;
+  accountsToppedUp: bigint;
+  totalMillicredits: bigint;
+  failed: boolean;
+  startedAtMs: number;
+  finishedAtMs: number;
+}
+
+/*
+ * Adds one ended run to its day's row; one statement. Concurrent runs of the day (replicas)
+ * serialise on the row, so the sums stay exact; the "last" columns follow the run that ended
+ * last, whichever commits last.
+ */
+const RECORD_TOP_UP_RUN_SQL = `
+  insert into daily_top_up_days as d
+    (day, accounts_topped_up, total_millicredits, runs, failed_runs, last_started_at, last_finished_at, last_failed)
+  values ($1::date, $2::bigint, $3::bigint, 1, $4::bigint, $5::timestamptz, $6::timestamptz, $7::boolean)
+  on conflict (day) do update set
+    accounts_topped_up = d.accounts_topped_up + excluded.accounts_topped_up,
+    total_millicredits = d.total_millicredits + excluded.total_millicredits,
+    runs = d.runs + 1,
+    failed_runs = d.failed_runs + excluded.failed_runs,
+    last_started_at = case when excluded.last_finished_at >= d.last_finished_at then excluded.last_started_at else d.last_started_at end,
+    last_failed = case when excluded.last_finished_at >= d.last_finished_at then excluded.last_failed else d.last_failed end,
+    last_finished_at = greatest(d.last_finished_at, excluded.last_finished_at)`;
+
+export async function recordTopUpRun(s: Pick<SqlSession, 'query'>, run: TopUpRunRecord): Promise<void> {
+  await s.query(RECORD_TOP_UP_RUN_SQL, [
+    run.day,
+    run.accountsToppedUp.toString(),
+    run.totalMillicredits.toString(),
+    run.failed ? 1 : 0,
+    new Date(run.startedAtMs).toISOString(),
+    new Date(run.finishedAtMs).toISOString(),
+    run.failed,
+  ]);
+}
+
+/** The day whose run ended last, or undefined before any run has ended. */
+export async function lastTopUpDay(s: Pick<SqlSession, 'query'>): Promise<TopUpDayRow | undefined> {
+  const rows = await s.query(
+    `select to_char(day, 'YYYY-MM-DD') as day, accounts_topped_up::text as accounts, total_millicredits::text as total,
+            runs::text as runs, failed_runs::text as failed_runs, last_failed,
+            floor(extract(epoch from last_started_at) * 1000)::text as started_ms,
+            floor(extract(epoch from last_finished_at) * 1000)::text as finished_ms
+       from daily_top_up_days order by last_finished_at desc, day desc limit 1`,
+  );
+  const row = rows[0];
+  if (!row) return undefined;
+  return {
+    day: String(row.day),
+    accountsToppedUp: BigInt(String(row.accounts)),
+    totalMillicredits: BigInt(String(row.total)),
+    runs: Number(row.runs),
+    failedRuns: Number(row.failed_runs),
+    lastStartedAtMs: Number(row.started_ms),
+    lastFinishedAtMs: Number(row.finished_ms),
+    lastFailed: row.last_failed === true,
+  };
+}

@@ -11,7 +11,16 @@ import { JobProgress } from '../../jobs/progress.js';
 import { type Audit, auditEvent, AuditTrail } from '../audit/audit.js';
 import { SYSTEM_DAILY_TOP_UP } from '../kernel/names.js';
 import { type LedgerObserver, tell } from '../kernel/observer.js';
-import { topUpBatch, type TopUpBatchInput, type TopUpBatchResult, topUpCandidates, topUpWindow } from './sql.js';
+import {
+  lastTopUpDay,
+  recordTopUpRun,
+  topUpBatch,
+  type TopUpBatchInput,
+  type TopUpBatchResult,
+  topUpCandidates,
+  type TopUpDayRow,
+  topUpWindow,
+} from './sql.js';
 
 export const TOP_UP_BATCH_SIZE_DEFAULT = 10_000;
 /** Batches written at once on PostgreSQL, each on a connection of its own (PGlite has one). */
@@ -99,6 +108,7 @@ export class DailyTopUps {
   async run(date: string, audit?: Audit, now: Date = new Date()): Promise<TopUpResult> {
     const day = checkTopUpDate(date, now);
     const targetMillicredits = this.catalogue.dailyTopUpTargetMillicredits;
+    const startedAtMs = Date.now();
     const total: TopUpResult = { accountsToppedUp: 0n, totalMillicredits: 0n };
     // Progress counts the candidates of each written window against a count taken now.
     const progress = this.progress.start('daily_top_up', await topUpCandidates(this.db, day, targetMillicredits), 'accounts', { day });
@@ -151,12 +161,24 @@ export class DailyTopUps {
       const after = { day, accountsToppedUp: total.accountsToppedUp.toString(), totalMillicredits: total.totalMillicredits.toString(), complete: !failure };
       this.trail.published(auditEvent(audit, 'RunDailyTopUp', { kind: 'day', day }, null, after));
     }
+    // The day's row (daily_top_up_days) adds what this run committed, failed or not. A failed
+    // run's own error wins over one from recording it; a successful run whose record cannot be
+    // written fails (its top-ups stay; a re-run changes nothing and records again).
+    const record = (failed: boolean) =>
+      recordTopUpRun(this.db, { day, ...total, failed, startedAtMs, finishedAtMs: Date.now() });
     if (failure) {
       progress.fail();
+      await record(true).catch(() => undefined);
       throw failure.reason;
     }
     progress.finish({ accountsToppedUp: total.accountsToppedUp.toString(), millicredits: total.totalMillicredits.toString() });
+    await record(false);
     return total;
+  }
+
+  /** The day whose latest run ended last (any replica, any restart), or undefined before any has. */
+  async lastDay(): Promise<TopUpDayRow | undefined> {
+    return lastTopUpDay(this.db);
   }
 
   /** One batch: a single statement, or with an audit a transaction that also records what it did. */
