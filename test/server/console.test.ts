@@ -382,6 +382,17 @@ describe('deposits on the user page', () => {
     expect(text).toContain(sent.hash);
     expect(text).toContain('credited');
     expect(text).toContain('393.700');
+
+    // The health page shows the Base watcher with the chain's numbers: scanned to the head.
+    const status = (await w.wallet.getWatcherStatus({}, auth(OPERATOR))).watchers;
+    expect(status).toHaveLength(1);
+    const head = await chain.head();
+    await page.goto(`${w.url}/console/#/health`);
+    const watcher = page.getByTestId('watcher-row');
+    await expect.poll(() => watcher.count()).toBe(1);
+    const cells = await watcher.locator('td').allTextContents();
+    expect(cells[0]).toContain(`(${BASE_CHAIN_ID}`);
+    expect(cells.slice(2, 7)).toEqual([String(head), String(head - FINALITY), String(head), '0', '0']);
     await page.close();
   });
 });
