@@ -263,7 +263,7 @@ function History({ userId, version, confirm, changed }: { userId: string; versio
   useEffect(() => {
     let live = true;
     billing
-      .listTransactions({ userId, pageSize: PAGE_SIZE, pageToken, types: type ? [type] : [] })
+      .listTransactions({ userId, pageSize: PAGE_SIZE, pageToken, types: type ? [type] : [], includePrice: true })
       .then((r) => live && (setPage({ transactions: r.transactions, next: r.nextPageToken }), setError('')))
       .catch((e: unknown) => live && setError(explain(e)));
     return () => {

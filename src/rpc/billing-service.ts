@@ -69,6 +69,7 @@ export function billingService({ charges, holds, promos, credits, history }: Led
         pageSize: req.pageSize,
         pageToken: req.pageToken,
         types: typesFromProto(req.types),
+        includePrice: req.includePrice,
       });
       return { transactions: page.transactions.map(transactionToProto), nextPageToken: page.nextPageToken };
     },

@@ -573,19 +573,19 @@ describe('over RPC against PostgreSQL', () => {
       expect(charged.price).toEqual(q.price);
       expect(charged.transaction?.amountMillicredits).toBe(-c.cost);
       expect(charged.transaction?.operation).toBe(c.model);
-      // The transaction carries the same breakdown as the response.
-      expect(charged.transaction?.price).toEqual(charged.price);
+      // The reply has the breakdown once, as its own price; the history keeps it (below).
+      expect(charged.transaction?.price).toBeUndefined();
       prices.set(charged.transaction!.id, charged.price);
       spent += c.cost;
       expect(charged.balance?.balanceMillicredits).toBe(funds - spent);
     });
 
-    it('the history keeps each charge\'s price breakdown; the funding grant has none', async () => {
+    it('the history keeps each charge\'s price breakdown, given with include_price; the funding grant has none', async () => {
       const seen = new Map<string, unknown>();
       let pageToken = '';
       let grants = 0;
       do {
-        const page = await t.billing.listTransactions({ userId: user, pageSize: 100, pageToken });
+        const page = await t.billing.listTransactions({ userId: user, pageSize: 100, pageToken, includePrice: true });
         for (const row of page.transactions) {
           if (prices.has(row.id)) seen.set(row.id, row.price);
           else {
@@ -597,6 +597,10 @@ describe('over RPC against PostgreSQL', () => {
       } while (pageToken !== '');
       expect(grants).toBe(1);
       expect(seen).toEqual(prices);
+      // Without include_price the same rows come without it.
+      const plain = await t.billing.listTransactions({ userId: user, pageSize: 100 });
+      expect(plain.transactions.length).toBeGreaterThan(1);
+      expect(plain.transactions.filter((row) => row.price !== undefined)).toEqual([]);
     });
 
     it('a replayed charge returns its transaction with the price', async () => {
@@ -604,9 +608,12 @@ describe('over RPC against PostgreSQL', () => {
       const request = { userId: user, idempotencyKey: key('replay-price'), product: PRODUCT, usage };
       const first = await t.billing.charge(request);
       const again = await t.billing.charge(request);
-      expect(first.transaction?.price?.effectiveTokens).toBe(12_345n + 4n * 678n);
+      expect(first.price?.effectiveTokens).toBe(12_345n + 4n * 678n);
       expect(again.transaction).toEqual(first.transaction);
       expect(again.price).toEqual(first.price);
+      const { transactions } = await t.billing.listTransactions({ userId: user, pageSize: 1, includePrice: true });
+      expect(transactions[0]?.id).toBe(first.transaction?.id);
+      expect(transactions[0]?.price).toEqual(first.price);
       spent += first.chargedMillicredits;
     });
 

@@ -210,9 +210,10 @@ export type Transaction = Message<"billing.v1.Transaction"> & {
 
   /**
    * For a CHARGE: how its cost was computed, as priced when it was charged (the Price its
-   * ChargeResponse returned; a waived charge keeps the cost it would have had). Unset for
-   * other types, and for charges recorded before charges stored their price (their usage was
-   * not kept, so it cannot be recomputed).
+   * ChargeResponse returned; a waived charge keeps the cost it would have had). Filled by
+   * ListTransactions with include_price only; ChargeResponse has it once, as its own `price`,
+   * so its transaction leaves this unset. Unset for other types, and for charges recorded
+   * before charges stored their price (their usage was not kept, so it cannot be recomputed).
    *
    * @generated from field: billing.v1.Price price = 16;
    */

@@ -119,7 +119,6 @@ export function chargeDecision(
     metadata: request.metadata,
     ...waived,
     ...(hold ? { reservationId: hold.id } : {}),
-    price: priced.price,
   });
   return {
     result: {
@@ -130,8 +129,10 @@ export function chargeDecision(
       price: priced.price,
       balance: balanceView(catalogue, after),
     },
+    // The row keeps the price for the history; the reply has it once, as its own `price`.
     write: {
       ...transaction,
+      price: priced.price,
       postings: charged > 0n
         ? [
             { account: userAccount(request.userId), amountMillicredits: -charged },

@@ -12,6 +12,8 @@ export interface ListInput {
   pageSize: number;
   pageToken: string;
   types: readonly TransactionType[];
+  /** Read each charge's price breakdown too. */
+  includePrice?: boolean;
 }
 
 const TRANSACTION_PAGES = pageCodec('t1.', isId);
@@ -31,6 +33,7 @@ export class History {
       ...(beforeId ? { beforeId } : {}),
       types: input.types,
       limit: pageSize + 1,
+      includePrice: input.includePrice === true,
     });
     const { page, nextPageToken } = cutPage(rows, pageSize, TRANSACTION_PAGES, (row) => row.id);
     return { transactions: page.map(transactionView), nextPageToken };

@@ -26,10 +26,13 @@ export interface TransactionRow {
   createdAtMs: number;
 }
 
-/** The select list that mapTransaction reads, over `transactions t`. */
+/**
+ * The select list that mapTransaction reads, over `transactions t`; without the price, which a
+ * reader that wants it selects too (`t.price`; history/sql.ts).
+ */
 export const TRANSACTION_COLUMNS = `t.id::text as id, t.user_id, t.type, t.amount_millicredits::text as amount,
   t.balance_after_millicredits::text as balance_after, t.product, t.operation, t.reference, t.reason, t.idempotency_key,
-  t.metadata, t.waived_reason, t.refunded_transaction_id::text as refunded_id, t.reservation_id::text as reservation_id, t.price,
+  t.metadata, t.waived_reason, t.refunded_transaction_id::text as refunded_id, t.reservation_id::text as reservation_id,
   floor(extract(epoch from t.created_at) * 1000)::text as created_ms`;
 
 export function mapTransaction(row: Row): TransactionRow {
