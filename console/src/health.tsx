@@ -3,15 +3,11 @@
 // watchers of the answering process (WalletService.GetWatcherStatus). Both need the
 // "admin" scope; each loads when the page opens and on "Refresh".
 import { useEffect, useState } from 'preact/hooks';
-import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import type { DailyTopUpDay } from '../../gen/billing/v1/admin_service_pb.js';
 import { WatcherState, type WatcherStatus } from '../../gen/billing/v1/wallet_service_pb.js';
 import { admin, explain, wallet } from './api.js';
 import { credits } from './money.js';
-
-function at(ts: Timestamp | undefined): string {
-  return ts ? timestampDate(ts).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '—';
-}
+import { utc } from './time.js';
 
 /** Loads `read` on mount and on refresh; the error explained for a person. */
 function useLoad<T>(read: () => Promise<T>): { value: T | undefined; error: string; busy: boolean; refresh: () => void } {
@@ -40,7 +36,7 @@ export function LastTopUp() {
       {value && !day && <p data-testid="last-top-up">No daily top-up has run yet.</p>}
       {day && (
         <p data-testid="last-top-up">
-          Day {day.day}: finished at {at(day.lastFinishedAt)}
+          Day {day.day}: finished at {utc(day.lastFinishedAt)}
           {day.lastFailed ? ' (failed)' : ''}, {String(day.accountsToppedUp)} accounts, {credits(day.totalMillicredits)} credits
           {' '}over {String(day.runs)} run(s){day.failedRuns > 0n ? `, ${String(day.failedRuns)} failed` : ''}.
         </p>
@@ -99,7 +95,7 @@ export function WatcherTable() {
                 <td>{String(w.cursorBlock)}</td>
                 <td>{String(w.lagBlocks)}</td>
                 <td>{String(w.finalLagBlocks)}</td>
-                <td>{at(w.lastPollAt)}</td>
+                <td>{utc(w.lastPollAt)}</td>
               </tr>
             ))}
           </tbody>

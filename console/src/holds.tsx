@@ -7,12 +7,9 @@ import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
 import type { Reservation } from '../../gen/billing/v1/types_pb.js';
 import { billing, explain } from './api.js';
 import { credits } from './money.js';
+import { utc } from './time.js';
 
 const HOLDS_PAGE_SIZE = 50;
-
-function utc(ts: Timestamp | undefined): string {
-  return ts ? timestampDate(ts).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '—';
-}
 
 /** "in 9 min", "in 42 s", or "now" for an expiry about to pass. */
 function left(ts: Timestamp | undefined, now: number): string {

@@ -6,7 +6,7 @@
 // or a retry after a network error never pays twice.
 import { render, type ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { timestampDate, timestampFromDate } from '@bufbuild/protobuf/wkt';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import './style.css';
@@ -19,6 +19,7 @@ import type { Deposit, GetDepositAddressResponse } from '../../gen/billing/v1/wa
 import { DepositStatus } from '../../gen/billing/v1/wallet_service_pb.js';
 import { admin, billing, explain, newKey, setToken, token, wallet, walletDisabled } from './api.js';
 import { credits, parseCredits } from './money.js';
+import { utc } from './time.js';
 import { Holds } from './holds.js';
 import { LastTopUp, WatcherTable } from './health.js';
 
@@ -35,10 +36,6 @@ const PLANS = [Plan.FREE, Plan.PRO, Plan.ADMIN];
 
 function typeName(type: TransactionType): string {
   return (TransactionType[type] ?? 'UNKNOWN').replaceAll('_', ' ').toLowerCase();
-}
-
-function when(ts: Timestamp | undefined): string {
-  return ts ? timestampDate(ts).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '—';
 }
 
 // ---- Actions: confirm, then send with a key kept until success ----
@@ -302,7 +299,7 @@ function History({ userId, version, confirm, changed }: { userId: string; versio
           <tbody>
             {page?.transactions.map((t) => [
               <tr key={t.id} data-testid="history-row" data-id={t.id}>
-                <td>{when(t.createdAt)}</td>
+                <td>{utc(t.createdAt)}</td>
                 <td>{typeName(t.type)}</td>
                 <td class="num">{credits(t.amountMillicredits)}</td>
                 <td class="num">{credits(t.balanceAfterMillicredits)}</td>
@@ -544,7 +541,7 @@ function Deposits({ userId }: { userId: string }) {
           <tbody>
             {deposits?.map((d) => (
               <tr key={d.id} data-testid="deposit-row">
-                <td>{when(d.detectedAt)}</td>
+                <td>{utc(d.detectedAt)}</td>
                 <td>{String(d.chainId)}</td>
                 <td>{d.tokenSymbol}</td>
                 <td class="num">{credits(d.creditsMillicredits)}</td>
@@ -724,7 +721,7 @@ function PromoPage() {
                   <td class="num">
                     {String(p.redemptions)} / {p.maxRedemptions ? String(p.maxRedemptions) : '∞'}
                   </td>
-                  <td>{p.expiresAt ? when(p.expiresAt) : 'never'}</td>
+                  <td>{p.expiresAt ? utc(p.expiresAt) : 'never'}</td>
                   <td>{p.disabled ? 'disabled' : 'active'}</td>
                   <td>
                     {!p.disabled && (

@@ -13,6 +13,7 @@ import { JobProgress } from '../../src/jobs/progress.js';
 import { DailyTopUps } from '../../src/ledger/top-up/top-up.js';
 import { verifyLedger } from '../../src/ledger/verify/verify.js';
 import { awayFromUtcMidnight, key, useTestApp } from '../support/app.js';
+import { type Ran, runCommand } from '../support/process.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const execFileAsync = promisify(execFile);
@@ -20,12 +21,6 @@ const execFileAsync = promisify(execFile);
 const OPS_TOKEN = 'ops-canary-token-0123456789abcdef';
 const SPEND_TOKEN = 'spend-only-token-0123456789abcdef';
 const TOKENS = `ops:${OPS_TOKEN}=spend+grant+admin+wallet,support:${SPEND_TOKEN}=spend`;
-
-interface Ran {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 beforeAll(async () => {
   // The CLI's "bin" runs the compiled tree.
@@ -38,18 +33,13 @@ const auth = { headers: { authorization: `Bearer ${OPS_TOKEN}` } };
 /** Runs bin/billing.js on this Node with only PATH, BILLING_URL and the token in its environment. */
 async function cli(args: readonly string[], env: Record<string, string> = {}, command: readonly string[] = [process.execPath, 'bin/billing.js']): Promise<Ran> {
   const [file, ...pre] = command;
-  try {
-    const { stdout, stderr } = await execFileAsync(file!, [...pre, ...args], {
+  return check(
+    await runCommand(file!, [...pre, ...args], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', BILLING_URL: t.url, BILLING_TOKEN: OPS_TOKEN, ...env },
       timeout: 120_000,
-    });
-    return check({ code: 0, stdout, stderr });
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw error;
-    return check({ code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' });
-  }
+    }),
+  );
 }
 
 /** Whatever a command prints, the token is not in it. */

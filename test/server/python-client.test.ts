@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { useTestApp } from '../support/app.js';
+import { type Ran, runCommand } from '../support/process.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const run = promisify(execFile);
@@ -26,19 +27,12 @@ beforeAll(async () => {
 
 const t = useTestApp({ env: { BILLING_TOKENS: `py:${TOKEN}=spend+grant` } });
 
-async function python(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(PYTHON, ['examples/python/client.py', ...args], {
-      cwd: ROOT,
-      env: { PATH: '/usr/bin:/bin', PYTHONPATH: join(out, 'gen'), PYTHONNOUSERSITE: '1', BILLING_TARGET: new URL(t.url).host, ...env },
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: unknown; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw error;
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
+function python(args: string[], env: Record<string, string>): Promise<Ran> {
+  return runCommand(PYTHON, ['examples/python/client.py', ...args], {
+    cwd: ROOT,
+    env: { PATH: '/usr/bin:/bin', PYTHONPATH: join(out, 'gen'), PYTHONNOUSERSITE: '1', BILLING_TARGET: new URL(t.url).host, ...env },
+    timeout: 60_000,
+  });
 }
 
 it('the Python example grants, charges, reads the balance and the ErrorDetail of refusals', async () => {

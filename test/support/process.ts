@@ -1,9 +1,11 @@
 // The service as a real process, the way operators run it: `tsx src/main.ts` spawned on
 // this Node, with everything it prints kept for the test to read. Shared by the process,
 // deposits-process and kill tests.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
+const execFileAsync = promisify(execFile);
 /** Node's arguments for the TypeScript entry point; the compiled one is ['dist/src/main.js'] (after a build). */
 const TSX_MAIN: readonly string[] = ['--import', 'tsx', 'src/main.ts'];
 
@@ -78,4 +80,23 @@ export async function stopService(s: ServiceProcess): Promise<number | null> {
 export async function killService(s: ServiceProcess): Promise<NodeJS.Signals | null> {
   s.child.kill('SIGKILL');
   return (await s.exit).signal;
+}
+
+/** How a command run to its end went: its exit code and what it printed. */
+export interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to its end; a non-zero exit is a result, not an error (a spawn failure still throws). */
+export async function runCommand(file: string, args: readonly string[], options: { cwd: string; env: Record<string, string>; timeout: number }): Promise<Ran> {
+  try {
+    const { stdout, stderr } = await execFileAsync(file, args, options);
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: unknown; stdout?: string; stderr?: string };
+    if (typeof e.code !== 'number') throw error;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
 }
